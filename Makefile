@@ -1,0 +1,42 @@
+# brainseg-tf: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRAS := cpu,data,chris,dev
+export PYTHONHASHSEED := 0
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: demo test test-fast bench-generator venv lock clean
+
+venv: $(STAMP)
+
+# (Re)install when the dependency files change; reuses an existing .venv otherwise.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m brainseg_tf.demo --output-dir outputs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+bench-generator: $(STAMP)
+	$(PY) benchmarks/generator_throughput.py
+
+# Refresh constraints.txt from a clean resolve of pyproject.toml's ranges.
+lock:
+	rm -rf /tmp/brainseg-lock && $(PYTHON) -m venv /tmp/brainseg-lock
+	/tmp/brainseg-lock/bin/pip install --quiet --upgrade pip
+	/tmp/brainseg-lock/bin/pip install --quiet ".[$(EXTRAS)]"
+	{ head -n 2 constraints.txt; /tmp/brainseg-lock/bin/pip freeze --exclude-editable | grep -v '^brainseg-tf'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache outputs

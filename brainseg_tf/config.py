@@ -1,0 +1,261 @@
+"""The one typed configuration: every default lives here; YAML files and command lines only override.
+
+Load with `load_config(path, overrides)`; save the effective values with `Config.to_dict()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_type_hints
+
+import yaml
+
+from brainseg_tf.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def default_cache_dir() -> Path:
+    """``$BRAINSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/brainseg-tf``, else ``~/.cache/brainseg-tf``."""
+    if os.environ.get("BRAINSEG_CACHE_DIR"):
+        return Path(os.environ["BRAINSEG_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "brainseg-tf"
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How every volume is conformed and normalised, in training and inference alike."""
+
+    voxel_size: float = 1.0  # mm, isotropic target
+    lower_percentile: float = 0.5  # intensity clipping, over voxels above zero
+    upper_percentile: float = 99.5
+    max_voxels: int = 512**3  # header check: larger volumes are refused
+
+
+@dataclass(frozen=True)
+class EmbeddedDatasetConfig:
+    """Recipe of the embedded dataset synthesised from the MNI152 2009 template (see datasets.embedded)."""
+
+    n_train: int = 20
+    n_val: int = 5
+    n_test: int = 5
+    seed: int = 2026
+    template_voxel_size: float = 1.0  # mm; the quick setting coarsens the template to stay small
+    max_rotation_deg: float = 10.0
+    max_scale: float = 0.10  # relative, per axis
+    max_shear: float = 0.05
+    max_translation_mm: float = 8.0
+    elastic_sigma_mm: float = 3.0  # peak displacement of the smooth elastic field
+    elastic_spacing_mm: float = 24.0  # control-point spacing of the elastic field
+    bias_field_strength: float = 0.25  # log-amplitude of the smooth multiplicative bias
+    gamma_log_std: float = 0.15
+    noise_std: float = 0.03  # relative to the white-matter intensity
+    contrast_jitter: float = 0.10  # relative change of the GM/WM/CSF intensities
+    resampled_fraction: float = 0.3  # share of subjects stored with another voxel size and orientation
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly augmentation in the generator (seeded per sample)."""
+
+    flip_probability: float = 0.5  # left/right mirror, with label swap where the label set pairs classes
+    max_rotation_deg: float = 8.0
+    max_scale: float = 0.08
+    gamma_log_std: float = 0.1
+    intensity_scale: float = 0.1
+    noise_std: float = 0.02
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """The one data generator both model families share."""
+
+    mode: Literal["slices", "patches"] = "slices"
+    slice_axis: int = 2  # canonical RAS axis: 0 sagittal, 1 coronal, 2 axial
+    context: int = 1  # neighbouring slices on each side, stacked as channels (2.5D)
+    slice_shape: tuple[int, int] = (128, 128)  # in-plane crop of each 2.5D sample
+    patch_shape: tuple[int, int, int] = (64, 64, 64)  # 3D patch mode
+    foreground_fraction: float = 0.7  # share of samples centred on a foreground class (classes drawn evenly)
+    batch_size: int = 16
+    samples_per_epoch: int = 512
+    seed: int = 0
+    parallel_calls: int = 2  # tf.data map parallelism; -1 lets tf.data tune it
+    prefetch_batches: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def channels(self) -> int:
+        """Input channels per sample: the slice and its context, or 1 for patches."""
+        return 2 * self.context + 1 if self.mode == "slices" else 1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where data comes from and how it is cached."""
+
+    source: Literal["embedded", "manifest", "freesurfer"] = "embedded"
+    label_set: str = "tissue"
+    unknown_labels: Literal["error", "background"] = "error"
+    manifest: str | None = None  # CSV with subject,image,label[,split]
+    subjects_dir: str | None = None  # FreeSurfer SUBJECTS_DIR
+    cache_dir: str | None = None  # None: default_cache_dir()
+    val_fraction: float = 0.2  # user datasets without a split column
+    test_fraction: float = 0.2
+    embedded: EmbeddedDatasetConfig = field(default_factory=EmbeddedDatasetConfig)
+
+    def resolved_cache_dir(self) -> Path:
+        """The cache folder actually used."""
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The encoder-decoder backbone shared by both families (the head is picked by the family)."""
+
+    base_filters: int = 16  # filters of the first level; doubled at each downsampling
+    depth: int = 4  # number of downsamplings; inputs are padded to a multiple of 2**depth
+    convs_per_level: int = 2
+    normalization: Literal["batch", "none"] = "batch"
+    dropout: float = 0.0  # at the bottleneck
+    dice_weight: float = 1.0  # loss = dice_weight * soft Dice + crossentropy_weight * cross-entropy
+    crossentropy_weight: float = 1.0
+    positive_weight: float | None = None  # sigmoid family: weight of the positive class in the BCE (None: balanced per batch)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists): what gets saved next to results."""
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, overrides: dict[str, Any]) -> Config:
+        """A copy with dotted-key overrides applied, e.g. ``{"generator.batch_size": 8}``."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            _set_dotted(data, dotted, value)
+        return from_dict(Config, data)
+
+
+QUICK_OVERRIDES: dict[str, Any] = {
+    "data.embedded.n_train": 3,
+    "data.embedded.n_val": 1,
+    "data.embedded.n_test": 1,
+    "data.embedded.template_voxel_size": 3.0,
+    "preprocess.voxel_size": 3.0,
+    "generator.slice_shape": [32, 32],
+    "generator.patch_shape": [16, 16, 16],
+    "generator.batch_size": 4,
+    "generator.samples_per_epoch": 16,
+}
+"""A small setting for tests and quick looks: five subjects at 3 mm."""
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then a YAML/JSON file's values, then dotted-key overrides.
+
+    Raises:
+        ConfigError: unreadable file, unknown key or wrongly typed value.
+    """
+    data = Config().to_dict()
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read config ({error})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level. Received: {type(loaded).__name__}")
+        _merge(data, loaded, prefix="")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return from_dict(Config, data)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build a (nested) config dataclass from a plain dict, checking keys and types."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"Unknown config key(s) {sorted(prefix + k for k in unknown)}. Expected keys: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"Expected a mapping for {prefix}{name}. Received: {value!r}")
+            kwargs[name] = from_dict(hint, value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = getattr(hint, "__origin__", None)
+    args = getattr(hint, "__args__", ())
+    if hint is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"Expected {key} in {list(args)}. Received: {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"Expected {key} as a list of {len(args)} values. Received: {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if args and type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), key)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"Expected {key} as true/false. Received: {value!r}")
+        return value
+    if hint in (int, float, str):
+        if isinstance(value, bool) or (hint is int and isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"Expected {key} as {hint.__name__}. Received: {value!r}")
+        try:
+            return hint(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"Expected {key} as {hint.__name__}. Received: {value!r}") from None
+    return value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], prefix: str) -> None:
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigError(f"Unknown config key {prefix + key!r}. Expected one of: {sorted(base)}")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            _merge(base[key], value, prefix=f"{prefix}{key}.")
+        else:
+            base[key] = value
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"Unknown config key {dotted!r}")
+        node = node[part]
+    if leaf not in node:
+        raise ConfigError(f"Unknown config key {dotted!r}. Expected one of: {sorted(node)}")
+    node[leaf] = value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

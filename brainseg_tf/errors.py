@@ -1,0 +1,35 @@
+"""Error types raised at the library's boundaries; each message is one line a user can act on."""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class BrainsegError(Exception):
+    """Base class of every error brainseg-tf raises on purpose."""
+
+
+class VolumeError(BrainsegError, ValueError):
+    """A volume file that cannot be used: names the file and the problem.
+
+    Args:
+        path: the offending file.
+        problem: what is wrong, phrased as expected vs received where possible.
+    """
+
+    def __init__(self, path: str | PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class LabelError(BrainsegError, ValueError):
+    """Label values that a label set cannot map."""
+
+
+class ConfigError(BrainsegError, ValueError):
+    """A configuration value outside what is accepted."""
+
+
+class DatasetError(BrainsegError, ValueError):
+    """A dataset manifest, import folder or cache that cannot be used."""

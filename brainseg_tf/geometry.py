@@ -1,0 +1,146 @@
+"""Conform volumes to one canonical grid (RAS+ axis order, target voxel size) and map results back.
+
+Canonical orientation (RAS+, nibabel's "closest canonical"): array axis 0 increases towards
+the subject's Right, axis 1 towards Anterior, axis 2 towards Superior. The direction cosines of the input are kept (an oblique scan stays
+oblique by a few degrees); only the axis order, the axis signs and the voxel size change. So a
+volume already at the target voxel size is conformed by a pure permutation/flip of its array,
+and its inverse is exact, voxel for voxel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import nibabel.orientations as nio
+import numpy as np
+from scipy import ndimage
+
+from brainseg_tf.io import Volume, voxel_sizes
+
+Interpolation = Literal["linear", "nearest"]
+CANONICAL_AXCODES = ("R", "A", "S")
+VOXEL_SIZE_TOLERANCE = 1e-3  # mm; voxel sizes this close to the target are not resampled
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: spatial shape and voxel-to-world affine."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+
+@dataclass(frozen=True)
+class ConformInverse:
+    """Maps arrays on the conformed grid back onto the input's own grid.
+
+    Attributes:
+        input_grid: the original shape and affine.
+        reoriented_grid: the input after axis permutation/flips (before resampling).
+        conformed_grid: the grid `conform` returned.
+        orientation: nibabel orientation transform input -> canonical.
+    """
+
+    input_grid: Grid
+    reoriented_grid: Grid
+    conformed_grid: Grid
+    orientation: np.ndarray
+
+    def __call__(self, volume: Volume | np.ndarray, interpolation: Interpolation = "nearest") -> Volume:
+        """Put an array on the conformed grid (3D, or 4D channels-last) back onto the input grid.
+
+        Args:
+            volume: array or Volume whose spatial shape is the conformed grid's.
+            interpolation: ``nearest`` for label maps, ``linear`` for images and probabilities.
+
+        Returns:
+            A Volume with exactly the input's shape and affine.
+        """
+        array = volume.array if isinstance(volume, Volume) else np.asarray(volume)
+        if tuple(array.shape[:3]) != self.conformed_grid.shape:
+            raise ValueError(
+                f"Expected an array on the conformed grid {self.conformed_grid.shape}. Received: shape={array.shape}"
+            )
+        resampled = _resample(array, self.conformed_grid, self.reoriented_grid, interpolation)
+        back = nio.apply_orientation(resampled, nio.ornt_transform(nio.axcodes2ornt(CANONICAL_AXCODES), nio.io_orientation(self.input_grid.affine)))
+        return Volume(np.ascontiguousarray(back), self.input_grid.affine.copy())
+
+
+def canonical_orientation(affine: np.ndarray) -> np.ndarray:
+    """nibabel orientation transform from an affine's voxel axes to RAS+."""
+    return nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(CANONICAL_AXCODES))
+
+
+def reorient(volume: Volume) -> tuple[Volume, np.ndarray]:
+    """Permute/flip a volume's axes to RAS+ without resampling (exact).
+
+    Returns:
+        The reoriented volume and the orientation transform applied.
+    """
+    orientation = canonical_orientation(volume.affine)
+    array = nio.apply_orientation(volume.array, orientation)
+    affine = volume.affine @ nio.inv_ornt_aff(orientation, volume.shape)
+    return Volume(np.ascontiguousarray(array), affine), orientation
+
+
+def conformed_grid(grid: Grid, voxel_size: float | tuple[float, float, float]) -> Grid:
+    """The grid at ``voxel_size`` that covers the same field of view, centred on the same point.
+
+    Axes already within `VOXEL_SIZE_TOLERANCE` of the target keep their size and positions.
+    """
+    target = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,))
+    current = voxel_sizes(grid.affine)
+    keep = np.abs(current - target) <= VOXEL_SIZE_TOLERANCE
+    new_size = np.where(keep, current, target)
+    old_shape = np.asarray(grid.shape, dtype=np.float64)
+    new_shape = np.where(keep, old_shape, np.maximum(1, np.round(old_shape * current / new_size)))
+    step = new_size / current  # old voxel index advanced per new voxel
+    offset = (old_shape - 1) / 2 - step * (new_shape - 1) / 2
+    index_map = np.eye(4)
+    index_map[:3, :3] = np.diag(step)
+    index_map[:3, 3] = offset
+    return Grid(tuple(int(n) for n in new_shape), grid.affine @ index_map)  # type: ignore[arg-type]
+
+
+def conform(
+    volume: Volume,
+    voxel_size: float | tuple[float, float, float] = 1.0,
+    interpolation: Interpolation = "linear",
+) -> tuple[Volume, ConformInverse]:
+    """Reorient to RAS+ and resample to ``voxel_size`` mm; return the result and its inverse.
+
+    Args:
+        volume: input image or label map (3D, or 4D channels-last).
+        voxel_size: target edge length(s) in mm.
+        interpolation: ``linear`` for images, ``nearest`` for label maps.
+
+    Returns:
+        (conformed volume, inverse mapping back to the input grid).
+    """
+    if np.any(np.asarray(voxel_size, dtype=np.float64) <= 0):
+        raise ValueError(f"Expected positive voxel sizes. Received: voxel_size={voxel_size}")
+    reoriented, orientation = reorient(volume)
+    source = Grid(reoriented.shape, reoriented.affine)
+    target = conformed_grid(source, voxel_size)
+    array = _resample(reoriented.array, source, target, interpolation)
+    inverse = ConformInverse(Grid(volume.shape, volume.affine.copy()), source, target, orientation)
+    return Volume(array, target.affine), inverse
+
+
+def _resample(array: np.ndarray, source: Grid, target: Grid, interpolation: Interpolation) -> np.ndarray:
+    """Resample an array from ``source`` to ``target``, two grids with the same direction cosines."""
+    if source.shape == target.shape and np.allclose(source.affine, target.affine, atol=1e-6):
+        return np.ascontiguousarray(array)
+    index_map = np.linalg.solve(source.affine, target.affine)  # target voxel -> source voxel
+    matrix = np.diag(index_map[:3, :3]).copy()
+    offset = index_map[:3, 3]
+    order = 1 if interpolation == "linear" else 0
+    channels = [array] if array.ndim == 3 else [array[..., c] for c in range(array.shape[3])]
+    out = [
+        ndimage.affine_transform(
+            channel, matrix, offset=offset, output_shape=target.shape, order=order, mode="nearest", prefilter=False
+        )
+        for channel in channels
+    ]
+    return out[0] if array.ndim == 3 else np.stack(out, axis=-1)

@@ -1,0 +1,196 @@
+"""Label sets: stored label values (e.g. FreeSurfer aseg IDs) <-> contiguous class indices and names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from brainseg_tf.errors import LabelError
+
+UnknownPolicy = Literal["error", "background"]
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Classes of a segmentation task. Class 0 is always background.
+
+    Attributes:
+        name: identifier stored in caches and bundles (``tissue``, ``aseg``).
+        values: stored label value of each class, indexed by class.
+        names: human-readable name of each class, indexed by class.
+        lr_pairs: (left class, right class) pairs swapped by a left/right flip.
+    """
+
+    name: str
+    values: tuple[int, ...]
+    names: tuple[str, ...]
+    lr_pairs: tuple[tuple[int, int], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if len(self.values) != len(self.names):
+            raise LabelError(f"Label set {self.name!r}: {len(self.values)} values but {len(self.names)} names")
+        if len(set(self.values)) != len(self.values):
+            raise LabelError(f"Label set {self.name!r}: stored values repeat: {self.values}")
+        if len(self.values) < 2 or self.values[0] != 0:
+            raise LabelError(f"Label set {self.name!r}: expected background value 0 first and at least one class")
+        for left, right in self.lr_pairs:
+            if not (0 < left < len(self.values) and 0 < right < len(self.values)):
+                raise LabelError(f"Label set {self.name!r}: left/right pair {(left, right)} is not a class index")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included."""
+        return len(self.values)
+
+    @property
+    def foreground_classes(self) -> tuple[int, ...]:
+        """Class indices other than background."""
+        return tuple(range(1, self.num_classes))
+
+    def class_index(self, name: str) -> int:
+        """The class index of a class name (case-insensitive).
+
+        Raises:
+            LabelError: no class has that name.
+        """
+        lowered = [n.lower() for n in self.names]
+        if name.lower() not in lowered:
+            raise LabelError(f"Label set {self.name!r} has no class {name!r}. Expected one of: {', '.join(self.names)}")
+        return lowered.index(name.lower())
+
+    def to_classes(self, stored: np.ndarray, unknown: UnknownPolicy = "error") -> np.ndarray:
+        """Map stored label values to class indices (uint8 when they fit, else int32).
+
+        Args:
+            stored: integer label map.
+            unknown: ``error`` raises on values outside the set; ``background`` maps them to 0.
+
+        Raises:
+            LabelError: unknown values found and ``unknown == "error"``.
+        """
+        stored = np.asarray(stored)
+        values = np.asarray(self.values, dtype=np.int64)
+        order = np.argsort(values)
+        sorted_values = values[order]
+        position = np.clip(np.searchsorted(sorted_values, stored), 0, len(values) - 1)
+        known = sorted_values[position] == stored
+        if not known.all():
+            if unknown == "error":
+                strangers = np.unique(stored[~known])
+                shown = ", ".join(str(v) for v in strangers[:10]) + (" ..." if strangers.size > 10 else "")
+                raise LabelError(
+                    f"Label values not in label set {self.name!r}: {shown}. "
+                    "Map them in the label set, or set unknown_labels: background"
+                )
+            if unknown != "background":
+                raise LabelError(f"Expected unknown='error' or 'background'. Received: unknown={unknown!r}")
+        dtype = np.uint8 if self.num_classes <= 256 else np.int32
+        classes = order[position].astype(dtype)
+        classes[~known] = 0
+        return classes
+
+    def to_values(self, classes: np.ndarray) -> np.ndarray:
+        """Map class indices back to stored label values (int32)."""
+        classes = np.asarray(classes)
+        if classes.size and (classes.min() < 0 or classes.max() >= self.num_classes):
+            raise LabelError(
+                f"Expected class indices in [0, {self.num_classes - 1}] for label set {self.name!r}. "
+                f"Received: range [{classes.min()}, {classes.max()}]"
+            )
+        return np.asarray(self.values, dtype=np.int32)[classes]
+
+    def flip_permutation(self) -> np.ndarray:
+        """Class permutation applied to labels when the volume is mirrored left/right."""
+        permutation = np.arange(self.num_classes)
+        for left, right in self.lr_pairs:
+            permutation[left], permutation[right] = right, left
+        return permutation
+
+    def to_dict(self) -> dict:
+        """JSON-ready description (stored in caches and bundles)."""
+        return {"name": self.name, "values": list(self.values), "names": list(self.names), "lr_pairs": [list(p) for p in self.lr_pairs]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LabelSet:
+        """Inverse of `to_dict`."""
+        return cls(
+            name=str(data["name"]),
+            values=tuple(int(v) for v in data["values"]),
+            names=tuple(str(n) for n in data["names"]),
+            lr_pairs=tuple((int(a), int(b)) for a, b in data.get("lr_pairs", ())),
+        )
+
+
+TISSUE = LabelSet(
+    name="tissue",
+    values=(0, 1, 2, 3),
+    names=("background", "CSF", "gray matter", "white matter"),
+)
+
+# FreeSurfer aseg IDs and names (FreeSurferColorLUT), the structures SynthSeg-style tools segment.
+_ASEG_STRUCTURES: tuple[tuple[int, str], ...] = (
+    (0, "Unknown"),
+    (2, "Left-Cerebral-White-Matter"),
+    (3, "Left-Cerebral-Cortex"),
+    (4, "Left-Lateral-Ventricle"),
+    (5, "Left-Inf-Lat-Vent"),
+    (7, "Left-Cerebellum-White-Matter"),
+    (8, "Left-Cerebellum-Cortex"),
+    (10, "Left-Thalamus"),
+    (11, "Left-Caudate"),
+    (12, "Left-Putamen"),
+    (13, "Left-Pallidum"),
+    (14, "3rd-Ventricle"),
+    (15, "4th-Ventricle"),
+    (16, "Brain-Stem"),
+    (17, "Left-Hippocampus"),
+    (18, "Left-Amygdala"),
+    (24, "CSF"),
+    (26, "Left-Accumbens-area"),
+    (28, "Left-VentralDC"),
+    (41, "Right-Cerebral-White-Matter"),
+    (42, "Right-Cerebral-Cortex"),
+    (43, "Right-Lateral-Ventricle"),
+    (44, "Right-Inf-Lat-Vent"),
+    (46, "Right-Cerebellum-White-Matter"),
+    (47, "Right-Cerebellum-Cortex"),
+    (49, "Right-Thalamus"),
+    (50, "Right-Caudate"),
+    (51, "Right-Putamen"),
+    (52, "Right-Pallidum"),
+    (53, "Right-Hippocampus"),
+    (54, "Right-Amygdala"),
+    (58, "Right-Accumbens-area"),
+    (60, "Right-VentralDC"),
+)
+
+
+def _lr_pairs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    index = {n: i for i, n in enumerate(names)}
+    return tuple(
+        (i, index["Right-" + n[len("Left-"):]]) for i, n in enumerate(names) if n.startswith("Left-") and "Right-" + n[len("Left-"):] in index
+    )
+
+
+_aseg_names = tuple(n for _, n in _ASEG_STRUCTURES)
+ASEG = LabelSet(
+    name="aseg",
+    values=tuple(v for v, _ in _ASEG_STRUCTURES),
+    names=_aseg_names,
+    lr_pairs=_lr_pairs(_aseg_names),
+)
+
+LABEL_SETS: dict[str, LabelSet] = {TISSUE.name: TISSUE, ASEG.name: ASEG}
+
+
+def get_label_set(name: str) -> LabelSet:
+    """A shipped label set by name.
+
+    Raises:
+        LabelError: unknown name.
+    """
+    if name not in LABEL_SETS:
+        raise LabelError(f"Expected a label set in {sorted(LABEL_SETS)}. Received: {name!r}")
+    return LABEL_SETS[name]

@@ -171,8 +171,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"{path}: cannot read config ({error})") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read config ({_one_line(error)})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level. Received: {type(loaded).__name__}")
         _merge(data, loaded, prefix="")
@@ -187,7 +187,8 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(f"Unknown config key(s) {sorted(prefix + k for k in unknown)}. Expected keys: {sorted(names)}")
+        shown = sorted(f"{prefix}{k}" for k in unknown)
+        raise ConfigError(f"Unknown config key(s) {shown}. Expected keys: {sorted(names)}")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
@@ -221,7 +222,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"Expected {key} as true/false. Received: {value!r}")
         return value
-    if hint in (int, float, str):
+    if hint is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ConfigError(f"Expected {key} as str. Received: {value!r}")
+        return str(value)
+    if hint in (int, float):
         if isinstance(value, bool) or (hint is int and isinstance(value, float) and not value.is_integer()):
             raise ConfigError(f"Expected {key} as {hint.__name__}. Received: {value!r}")
         try:
@@ -234,7 +241,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 def _merge(base: dict[str, Any], update: dict[str, Any], prefix: str) -> None:
     for key, value in update.items():
         if key not in base:
-            raise ConfigError(f"Unknown config key {prefix + key!r}. Expected one of: {sorted(base)}")
+            dotted = f"{prefix}{key}"
+            raise ConfigError(f"Unknown config key {dotted!r}. Expected one of: {sorted(base)}")
         if isinstance(base[key], dict) and isinstance(value, dict):
             _merge(base[key], value, prefix=f"{prefix}{key}.")
         else:
@@ -250,7 +258,14 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         node = node[part]
     if leaf not in node:
         raise ConfigError(f"Unknown config key {dotted!r}. Expected one of: {sorted(node)}")
-    node[leaf] = value
+    if isinstance(node[leaf], dict) and isinstance(value, dict):
+        _merge(node[leaf], value, prefix=f"{dotted}.")  # a section: override only the keys given
+    else:
+        node[leaf] = value
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _plain(value: Any) -> Any:

@@ -1,10 +1,10 @@
 """Conform volumes to one canonical grid (RAS+ axis order, target voxel size) and map results back.
 
 Canonical orientation (RAS+, nibabel's "closest canonical"): array axis 0 increases towards
-the subject's Right, axis 1 towards Anterior, axis 2 towards Superior. The direction cosines of the input are kept (an oblique scan stays
-oblique by a few degrees); only the axis order, the axis signs and the voxel size change. So a
-volume already at the target voxel size is conformed by a pure permutation/flip of its array,
-and its inverse is exact, voxel for voxel.
+the subject's Right, axis 1 towards Anterior, axis 2 towards Superior. The direction cosines of
+the input are kept (an oblique scan stays oblique by a few degrees); only the axis order, the
+axis signs and the voxel size change. So a volume already at the target voxel size is conformed
+by a pure permutation/flip of its array, and its inverse is exact, voxel for voxel.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from scipy import ndimage
 from brainseg_tf.io import Volume, voxel_sizes
 
 Interpolation = Literal["linear", "nearest"]
+INTERPOLATIONS = ("linear", "nearest")
 CANONICAL_AXCODES = ("R", "A", "S")
 VOXEL_SIZE_TOLERANCE = 1e-3  # mm; voxel sizes this close to the target are not resampled
 
@@ -57,13 +58,15 @@ class ConformInverse:
         Returns:
             A Volume with exactly the input's shape and affine.
         """
+        _check_interpolation(interpolation)
         array = volume.array if isinstance(volume, Volume) else np.asarray(volume)
         if tuple(array.shape[:3]) != self.conformed_grid.shape:
             raise ValueError(
                 f"Expected an array on the conformed grid {self.conformed_grid.shape}. Received: shape={array.shape}"
             )
         resampled = _resample(array, self.conformed_grid, self.reoriented_grid, interpolation)
-        back = nio.apply_orientation(resampled, nio.ornt_transform(nio.axcodes2ornt(CANONICAL_AXCODES), nio.io_orientation(self.input_grid.affine)))
+        undo = nio.ornt_transform(nio.axcodes2ornt(CANONICAL_AXCODES), nio.io_orientation(self.input_grid.affine))
+        back = nio.apply_orientation(resampled, undo)
         return Volume(np.ascontiguousarray(back), self.input_grid.affine.copy())
 
 
@@ -118,8 +121,10 @@ def conform(
     Returns:
         (conformed volume, inverse mapping back to the input grid).
     """
-    if np.any(np.asarray(voxel_size, dtype=np.float64) <= 0):
-        raise ValueError(f"Expected positive voxel sizes. Received: voxel_size={voxel_size}")
+    sizes = np.asarray(voxel_size, dtype=np.float64)
+    if sizes.shape not in ((), (3,)) or not (np.isfinite(sizes).all() and (sizes > 0).all()):
+        raise ValueError(f"Expected one or three positive, finite voxel sizes in mm. Received: voxel_size={voxel_size}")
+    _check_interpolation(interpolation)
     reoriented, orientation = reorient(volume)
     source = Grid(reoriented.shape, reoriented.affine)
     target = conformed_grid(source, voxel_size)
@@ -128,10 +133,21 @@ def conform(
     return Volume(array, target.affine), inverse
 
 
+def _check_interpolation(interpolation: str) -> None:
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"Expected interpolation in {INTERPOLATIONS}. Received: interpolation={interpolation!r}")
+
+
 def _resample(array: np.ndarray, source: Grid, target: Grid, interpolation: Interpolation) -> np.ndarray:
-    """Resample an array from ``source`` to ``target``, two grids with the same direction cosines."""
+    """Resample an array from ``source`` to ``target``, two grids with the same direction cosines.
+
+    Linear interpolation of an integer array returns float32 (no truncation of in-between values);
+    nearest keeps the dtype.
+    """
     if source.shape == target.shape and np.allclose(source.affine, target.affine, atol=1e-6):
         return np.ascontiguousarray(array)
+    if interpolation == "linear" and not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
     index_map = np.linalg.solve(source.affine, target.affine)  # target voxel -> source voxel
     matrix = np.diag(index_map[:3, :3]).copy()
     offset = index_map[:3, 3]

@@ -6,21 +6,23 @@ import numpy as np
 
 
 def normalize_intensity(image: np.ndarray, lower_percentile: float = 0.5, upper_percentile: float = 99.5) -> np.ndarray:
-    """Clip to percentiles of the voxels above the image minimum, then scale to [0, 1] (float32).
+    """Clip to percentiles of the foreground voxels, then scale to [0, 1] (float32).
 
-    Percentiles are taken over the voxels above the minimum (the head, not the air
-    around it) so that the amount of background does not move them.
+    The foreground is the voxels above the image's own ``lower_percentile`` (the head, not
+    the air around it), so that neither the amount of background nor a few voxels colder
+    than the air move the percentiles. With ``lower_percentile=0`` that floor is the minimum.
 
     Raises:
-        ValueError: percentiles out of order, or an image without contrast.
+        ValueError: percentiles out of order, an empty image, NaN or infinite voxels,
+            or an image without contrast.
     """
     if not 0 <= lower_percentile < upper_percentile <= 100:
         raise ValueError(
             f"Expected 0 <= lower_percentile < upper_percentile <= 100. "
             f"Received: lower_percentile={lower_percentile}, upper_percentile={upper_percentile}"
         )
-    image = np.asarray(image, dtype=np.float32)
-    floor = image.min()
+    image = _finite_image(image)
+    floor = np.percentile(image, lower_percentile)
     foreground = image[image > floor]
     if foreground.size == 0:
         raise ValueError("Expected an image with contrast. Received: a constant image")
@@ -28,4 +30,14 @@ def normalize_intensity(image: np.ndarray, lower_percentile: float = 0.5, upper_
     if high <= low:
         low, high = float(floor), float(foreground.max())
     scaled = (np.clip(image, low, high) - low) / (high - low)
-    return scaled.astype(np.float32)
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+
+
+def _finite_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    if image.size == 0:
+        raise ValueError("Expected an image with voxels. Received: an empty array")
+    bad = int(image.size - np.isfinite(image).sum())
+    if bad:
+        raise ValueError(f"Expected finite intensities. Received: {bad} NaN or infinite voxels")
+    return image

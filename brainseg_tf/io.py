@@ -23,8 +23,11 @@ from brainseg_tf.errors import VolumeError
 logger = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".mgz")
+GZIP_SUFFIXES = (".nii.gz", ".mgz")
 DEFAULT_MAX_VOXELS = 512**3
+NIFTI1_HEADER_BYTES = 348
 VolumeKind = Literal["image", "label"]
+VOLUME_KINDS = ("image", "label")
 
 # Errors nibabel and the codecs raise on unreadable bytes; mapped to VolumeError at the boundary.
 _READ_ERRORS = (
@@ -54,6 +57,8 @@ class Volume:
         affine = np.asarray(self.affine, dtype=np.float64)
         if affine.shape != (4, 4):
             raise ValueError(f"Expected a 4x4 affine. Received: shape={affine.shape}")
+        if not np.isfinite(affine).all():
+            raise ValueError("Expected a finite affine. Received: an affine holding NaN or infinite values")
         if self.array.ndim not in (3, 4):
             raise ValueError(f"Expected a 3D or 4D (channels-last) array. Received: ndim={self.array.ndim}")
         object.__setattr__(self, "affine", affine)
@@ -107,14 +112,14 @@ def check_header(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOX
     path = Path(path)
     suffix = volume_suffix(path)
     if not path.is_file():
-        raise VolumeError(path, "no such file")
+        raise VolumeError(path, "not a regular file" if path.exists() else "no such file")
     size = path.stat().st_size
     if size == 0:
         raise VolumeError(path, "file is empty")
     try:
         image = nib.load(path)
     except _READ_ERRORS as error:
-        raise VolumeError(path, f"not a readable {suffix} volume ({_describe(error)})") from None
+        raise VolumeError(path, _unreadable_problem(path, suffix, size, error)) from None
     _check_shape(path, image.shape, max_voxels)
     _check_affine(path, image.affine)
     if suffix == ".nii":
@@ -166,10 +171,16 @@ def save_volume(volume: Volume, path: str | os.PathLike[str], kind: VolumeKind =
 
     Returns:
         The final path.
+
+    Raises:
+        VolumeError: unsupported suffix, unknown ``kind``, non-integer label values,
+            or the file system refused the write (the final path is then untouched).
     """
     path = Path(path)
     suffix = volume_suffix(path)
-    array = _storage_array(volume.array, kind)
+    if kind not in VOLUME_KINDS:
+        raise VolumeError(path, f"expected kind in {VOLUME_KINDS}, received kind={kind!r}")
+    array = _storage_array(path, volume.array, kind)
     if suffix == ".mgz":
         image: nib.spatialimages.SpatialImage = nib.MGHImage(array, volume.affine)
     else:
@@ -181,15 +192,19 @@ def save_volume(volume: Volume, path: str | os.PathLike[str], kind: VolumeKind =
     try:
         nib.save(image, temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        raise VolumeError(path, f"cannot write ({_describe(error)})") from None
     finally:
         temporary.unlink(missing_ok=True)
     logger.debug("wrote %s", path)
     return path
 
 
-def _storage_array(array: np.ndarray, kind: VolumeKind) -> np.ndarray:
+def _storage_array(path: Path, array: np.ndarray, kind: VolumeKind) -> np.ndarray:
     if kind == "image":
         return np.asarray(array, dtype=np.float32)
+    if not np.issubdtype(array.dtype, np.integer) and not np.array_equal(array, np.round(array)):
+        raise VolumeError(path, f"label map holds non-integer values (dtype {array.dtype}); expected integer labels")
     if array.size == 0 or (array.min() >= 0 and array.max() <= 255):
         return np.asarray(array, dtype=np.uint8)
     if array.min() >= -(2**15) and array.max() < 2**15:
@@ -198,15 +213,19 @@ def _storage_array(array: np.ndarray, kind: VolumeKind) -> np.ndarray:
 
 
 def _check_shape(path: Path, shape: tuple[int, ...], max_voxels: int) -> None:
-    if len(shape) < 3 or min(shape[:3]) <= 1:
-        raise VolumeError(path, f"expected a 3D volume, received shape {tuple(shape)} (2D input)")
-    if len(shape) > 4 or (len(shape) == 4 and shape[3] != 1):
-        raise VolumeError(path, f"expected a 3D volume (or 4D with one frame), received shape {tuple(shape)}")
+    shape = tuple(int(n) for n in shape)
     if any(n < 1 for n in shape):
-        raise VolumeError(path, f"header dimensions {tuple(shape)} are not positive")
+        raise VolumeError(path, f"header dimensions {shape} are not positive")
+    if len(shape) < 3 or min(shape[:3]) <= 1:
+        raise VolumeError(path, f"expected a 3D volume, received shape {shape} (2D input)")
+    if len(shape) > 4:
+        raise VolumeError(path, f"expected a 3D volume (or 4D with one frame), received {len(shape)}D shape {shape}")
+    if len(shape) == 4 and shape[3] != 1:
+        problem = f"expected a 3D volume (or 4D with one frame), received 4D with {shape[3]} frames {shape}"
+        raise VolumeError(path, problem)
     count = int(np.prod(np.asarray(shape[:3], dtype=np.int64)))
     if count > max_voxels:
-        raise VolumeError(path, f"header dimensions {tuple(shape)} give {count} voxels, above the limit of {max_voxels}")
+        raise VolumeError(path, f"header dimensions {shape} give {count} voxels, above the limit of {max_voxels}")
 
 
 def _check_affine(path: Path, affine: np.ndarray | None) -> None:
@@ -230,8 +249,32 @@ def _read_voxels(path: str | os.PathLike[str], image: nib.spatialimages.SpatialI
     return np.asarray(data, dtype=dtype) if dtype is not None else np.asarray(data)
 
 
+def _unreadable_problem(path: Path, suffix: str, size: int, error: BaseException) -> str:
+    """Why nibabel could not open a file: truncation when it can be told, else the error itself."""
+    if suffix == ".nii" and size < NIFTI1_HEADER_BYTES:
+        return f"truncated: {size} bytes, shorter than a NIfTI-1 header ({NIFTI1_HEADER_BYTES} bytes)"
+    if suffix in GZIP_SUFFIXES and _gzip_ends_early(path):
+        return "truncated: the compressed stream ends early"
+    return f"not a readable {suffix} volume ({_describe(error)})"
+
+
+def _gzip_ends_early(path: Path) -> bool:
+    """True when ``path`` starts as gzip but its stream stops before the end marker."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except EOFError:
+        return True
+    except (OSError, zlib.error):
+        return False
+    return False
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, nib.filebasedimages.ImageFileError):
         return "unrecognised file format or bad magic bytes"
+    if isinstance(error, EOFError):
+        return "the compressed stream ends early"
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}"[:200] if text else type(error).__name__

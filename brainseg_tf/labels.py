@@ -35,9 +35,21 @@ class LabelSet:
             raise LabelError(f"Label set {self.name!r}: stored values repeat: {self.values}")
         if len(self.values) < 2 or self.values[0] != 0:
             raise LabelError(f"Label set {self.name!r}: expected background value 0 first and at least one class")
+        lowered = [n.lower() for n in self.names]
+        if len(set(lowered)) != len(lowered):
+            raise LabelError(f"Label set {self.name!r}: class names repeat (case-insensitively): {self.names}")
+        self._check_lr_pairs()
+
+    def _check_lr_pairs(self) -> None:
+        paired: list[int] = []
         for left, right in self.lr_pairs:
-            if not (0 < left < len(self.values) and 0 < right < len(self.values)):
-                raise LabelError(f"Label set {self.name!r}: left/right pair {(left, right)} is not a class index")
+            if not (0 < left < len(self.values) and 0 < right < len(self.values)) or left == right:
+                raise LabelError(
+                    f"Label set {self.name!r}: left/right pair {(left, right)} is not two distinct foreground classes"
+                )
+            paired += [left, right]
+        if len(set(paired)) != len(paired):
+            raise LabelError(f"Label set {self.name!r}: a class is in more than one left/right pair: {self.lr_pairs}")
 
     @property
     def num_classes(self) -> int:
@@ -68,32 +80,37 @@ class LabelSet:
             unknown: ``error`` raises on values outside the set; ``background`` maps them to 0.
 
         Raises:
-            LabelError: unknown values found and ``unknown == "error"``.
+            LabelError: unknown values found and ``unknown == "error"``, or another ``unknown`` policy.
         """
+        if unknown not in ("error", "background"):
+            raise LabelError(f"Expected unknown='error' or 'background'. Received: unknown={unknown!r}")
         stored = np.asarray(stored)
         values = np.asarray(self.values, dtype=np.int64)
         order = np.argsort(values)
         sorted_values = values[order]
         position = np.clip(np.searchsorted(sorted_values, stored), 0, len(values) - 1)
         known = sorted_values[position] == stored
-        if not known.all():
-            if unknown == "error":
-                strangers = np.unique(stored[~known])
-                shown = ", ".join(str(v) for v in strangers[:10]) + (" ..." if strangers.size > 10 else "")
-                raise LabelError(
-                    f"Label values not in label set {self.name!r}: {shown}. "
-                    "Map them in the label set, or set unknown_labels: background"
-                )
-            if unknown != "background":
-                raise LabelError(f"Expected unknown='error' or 'background'. Received: unknown={unknown!r}")
+        if unknown == "error" and not known.all():
+            strangers = np.unique(stored[~known])
+            shown = ", ".join(str(v) for v in strangers[:10]) + (" ..." if strangers.size > 10 else "")
+            raise LabelError(
+                f"Label values not in label set {self.name!r}: {shown}. "
+                "Map them in the label set, or set unknown_labels: background"
+            )
         dtype = np.uint8 if self.num_classes <= 256 else np.int32
         classes = order[position].astype(dtype)
         classes[~known] = 0
         return classes
 
     def to_values(self, classes: np.ndarray) -> np.ndarray:
-        """Map class indices back to stored label values (int32)."""
+        """Map class indices back to stored label values (int32).
+
+        Raises:
+            LabelError: non-integer class indices, or indices outside [0, num_classes).
+        """
         classes = np.asarray(classes)
+        if not np.issubdtype(classes.dtype, np.integer):
+            raise LabelError(f"Expected integer class indices for {self.name!r}. Received: dtype={classes.dtype}")
         if classes.size and (classes.min() < 0 or classes.max() >= self.num_classes):
             raise LabelError(
                 f"Expected class indices in [0, {self.num_classes - 1}] for label set {self.name!r}. "

@@ -1,0 +1,214 @@
+"""Geometry: conform to RAS+ at a target voxel size, and the exact inverse back to the input grid."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import nibabel.orientations as nio
+import numpy as np
+import pytest
+
+from brainseg_tf.geometry import ConformInverse, conform, reorient
+from brainseg_tf.io import Volume, voxel_sizes
+
+SHAPE = (10, 12, 14)
+ORIGIN = np.array([-7.5, 12.0, 3.25])
+
+
+def _axis_affine(codes: str, voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """Affine whose voxel axes point along ``codes`` (e.g. "LIA") with the given edge lengths."""
+    affine = np.eye(4)
+    affine[:3, :3] = 0.0
+    for axis, (world_axis, sign) in enumerate(nio.axcodes2ornt(tuple(codes))):
+        affine[int(world_axis), axis] = sign * voxel_size[axis]
+    affine[:3, 3] = ORIGIN
+    return affine
+
+
+def _rotation(axis: int, degrees: float) -> np.ndarray:
+    angle = np.deg2rad(degrees)
+    c, s = np.cos(angle), np.sin(angle)
+    i, j = [a for a in range(3) if a != axis]
+    rotation = np.eye(3)
+    rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
+    return rotation
+
+
+def _oblique_affine() -> np.ndarray:
+    """1 mm voxels, rotated 20 degrees about x and then 20 degrees about z."""
+    affine = np.eye(4)
+    affine[:3, :3] = _rotation(2, 20.0) @ _rotation(0, 20.0)
+    affine[:3, 3] = ORIGIN
+    return affine
+
+
+AFFINES = {codes: _axis_affine(codes) for codes in ("RAS", "LAS", "LPS", "LIA", "PIL")}
+AFFINES["oblique"] = _oblique_affine()
+
+
+def _blocky_labels(shape: tuple[int, ...], block: int = 4, seed: int = 0) -> np.ndarray:
+    """Random labels 0..5 in cubes of ``block`` voxels (int32)."""
+    coarse = np.random.default_rng(seed).integers(0, 6, size=[-(-n // block) for n in shape])
+    grid = np.ix_(*[np.arange(n) // block for n in shape])
+    return coarse[grid].astype(np.int32)
+
+
+def _world(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """World coordinates (..., 3) of every voxel centre."""
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    return index @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _smooth(world: np.ndarray) -> np.ndarray:
+    """A slowly varying field of world position (wavelengths of tens of mm)."""
+    x, y, z = world[..., 0], world[..., 1], world[..., 2]
+    return (np.sin(x / 6.0) + np.cos(y / 7.0) + 0.05 * z).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", AFFINES)
+def test_conform_gives_ras_and_keeps_world_positions(name: str) -> None:
+    labels = np.random.default_rng(1).integers(0, 1000, size=SHAPE).astype(np.int32)
+    affine = AFFINES[name]
+    conformed, _ = conform(Volume(labels, affine), voxel_size=1.0, interpolation="nearest")
+
+    assert nib.aff2axcodes(conformed.affine) == ("R", "A", "S")
+    np.testing.assert_allclose(voxel_sizes(conformed.affine), 1.0, atol=1e-9)
+    assert sorted(conformed.shape) == sorted(SHAPE)
+    for voxel in [(0, 0, 0), (9, 11, 13), (3, 7, 2), (9, 0, 5)]:
+        world = affine @ [*voxel, 1.0]
+        target = np.linalg.solve(conformed.affine, world)[:3]
+        np.testing.assert_allclose(target, np.round(target), atol=1e-6)
+        assert conformed.array[tuple(np.round(target).astype(int))] == labels[voxel]
+
+
+@pytest.mark.parametrize("name", AFFINES)
+def test_inverse_returns_exactly_the_input(name: str) -> None:
+    labels = np.random.default_rng(2).integers(0, 1000, size=SHAPE).astype(np.int32)
+    affine = AFFINES[name]
+    conformed, inverse = conform(Volume(labels, affine), interpolation="nearest")
+    back = inverse(conformed, interpolation="nearest")
+    assert back.array.shape == SHAPE
+    assert back.array.dtype == np.int32
+    np.testing.assert_array_equal(back.array, labels)
+    np.testing.assert_array_equal(back.affine, affine)
+
+
+@pytest.mark.parametrize("name", AFFINES)
+def test_reorient_is_a_pure_permutation(name: str) -> None:
+    array = np.arange(np.prod(SHAPE), dtype=np.int32).reshape(SHAPE)
+    reoriented, orientation = reorient(Volume(array, AFFINES[name]))
+    assert nib.aff2axcodes(reoriented.affine) == ("R", "A", "S")
+    assert np.array_equal(np.sort(reoriented.array, axis=None), np.sort(array, axis=None))
+    np.testing.assert_array_equal(nio.apply_orientation(array, orientation), reoriented.array)
+
+
+ANISOTROPIC = {
+    "1x1x3 mm LAS": ((20, 18, 8), _axis_affine("LAS", (1.0, 1.0, 3.0))),
+    "3x1x1 mm PIL": ((8, 20, 18), _axis_affine("PIL", (3.0, 1.0, 1.0))),
+    "0.7 mm LIA": ((28, 26, 24), _axis_affine("LIA", (0.7, 0.7, 0.7))),
+}
+
+
+@pytest.mark.parametrize("name", ANISOTROPIC)
+def test_resampled_image_matches_the_field_and_survives_the_round_trip(name: str) -> None:
+    shape, affine = ANISOTROPIC[name]
+    image = _smooth(_world(affine, shape))
+    conformed, inverse = conform(Volume(image, affine), voxel_size=1.0, interpolation="linear")
+
+    assert nib.aff2axcodes(conformed.affine) == ("R", "A", "S")
+    np.testing.assert_allclose(voxel_sizes(conformed.affine), 1.0, atol=1e-9)
+    assert conformed.array.dtype == np.float32
+    inner = tuple(slice(3, -3) for _ in range(3))  # away from edge clamping
+    expected = _smooth(_world(conformed.affine, conformed.shape))
+    assert np.abs(conformed.array[inner] - expected[inner]).max() < 0.05
+
+    back = inverse(conformed, interpolation="linear")
+    assert back.array.shape == shape
+    np.testing.assert_array_equal(back.affine, affine)
+    error = np.abs(back.array - image)
+    assert error[inner].max() < 0.05
+    assert error.mean() < 0.02
+
+
+@pytest.mark.parametrize("name", ["1x1x3 mm LAS", "3x1x1 mm PIL"])
+def test_label_round_trip_after_upsampling_is_exact(name: str) -> None:
+    shape, affine = ANISOTROPIC[name]
+    labels = _blocky_labels(shape, block=3)
+    conformed, inverse = conform(Volume(labels, affine), interpolation="nearest")
+    assert conformed.array.dtype == np.int32
+    back = inverse(conformed, interpolation="nearest")
+    np.testing.assert_array_equal(back.affine, affine)
+    np.testing.assert_array_equal(back.array, labels)
+
+
+def test_label_round_trip_after_downsampling_only_moves_boundaries() -> None:
+    """0.7 mm -> 1 mm drops about 2 in 7 rows per axis, so only voxels at label boundaries change."""
+    shape, affine = ANISOTROPIC["0.7 mm LIA"]
+    labels = _blocky_labels(shape, block=8)
+    conformed, inverse = conform(Volume(labels, affine), interpolation="nearest")
+    assert set(np.unique(conformed.array)) <= set(np.unique(labels))
+    back = inverse(conformed, interpolation="nearest")
+    assert back.array.shape == shape
+    np.testing.assert_array_equal(back.affine, affine)
+    assert np.mean(back.array == labels) >= 0.9
+    padded = np.pad(labels, 1, mode="edge")
+    for i, j, k in np.argwhere(back.array != labels):
+        assert back.array[i, j, k] in padded[i : i + 3, j : j + 3, k : k + 3]
+
+
+def test_conformed_field_of_view_is_centred_on_the_input() -> None:
+    shape, affine = ANISOTROPIC["1x1x3 mm LAS"]
+    conformed, _ = conform(Volume(np.zeros(shape, dtype=np.float32), affine))
+    centre_in = affine @ [*((np.asarray(shape) - 1) / 2), 1.0]
+    centre_out = conformed.affine @ [*((np.asarray(conformed.shape) - 1) / 2), 1.0]
+    np.testing.assert_allclose(centre_out, centre_in, atol=1e-9)
+    assert conformed.shape == (20, 18, 24)
+
+
+def test_probability_maps_go_back_with_linear_interpolation() -> None:
+    shape, affine = ANISOTROPIC["0.7 mm LIA"]
+    field = _smooth(_world(affine, shape))
+    foreground = 1.0 / (1.0 + np.exp(-2.0 * field))
+    probabilities = np.stack([1.0 - foreground, foreground], axis=-1).astype(np.float32)
+
+    conformed, inverse = conform(Volume(probabilities, affine), interpolation="linear")
+    assert conformed.array.shape == (*conformed.shape, 2)
+    back = inverse(conformed.array, interpolation="linear")
+    assert back.array.shape == (*shape, 2)
+    np.testing.assert_array_equal(back.affine, affine)
+    np.testing.assert_allclose(back.array.sum(axis=-1), 1.0, atol=1e-5)
+    linear_error = np.abs(back.array - probabilities).mean()
+    nearest_error = np.abs(inverse(conformed.array, interpolation="nearest").array - probabilities).mean()
+    assert linear_error < 0.01
+    assert linear_error < 0.7 * nearest_error
+
+
+def test_linear_interpolation_of_integer_images_is_not_truncated() -> None:
+    shape, affine = ANISOTROPIC["1x1x3 mm LAS"]
+    ramp = np.ascontiguousarray(np.broadcast_to(np.arange(shape[2], dtype=np.int16), shape))
+    conformed, _ = conform(Volume(ramp, affine), interpolation="linear")
+    as_float, _ = conform(Volume(ramp.astype(np.float32), affine), interpolation="linear")
+    assert conformed.array.dtype == np.float32
+    np.testing.assert_allclose(conformed.array, as_float.array, atol=1e-6)
+    assert not np.allclose(conformed.array, np.round(conformed.array))
+
+
+@pytest.mark.parametrize("voxel_size", [0.0, -1.0, (1.0, 0.0, 1.0), float("nan"), float("inf")])
+def test_conform_refuses_bad_voxel_sizes(voxel_size: float | tuple[float, ...]) -> None:
+    volume = Volume(np.zeros(SHAPE, dtype=np.float32), AFFINES["RAS"])
+    with pytest.raises(ValueError, match="voxel_size"):
+        conform(volume, voxel_size=voxel_size)
+
+
+def test_conform_refuses_unknown_interpolation() -> None:
+    volume = Volume(np.zeros(SHAPE, dtype=np.float32), AFFINES["RAS"])
+    with pytest.raises(ValueError, match="interpolation"):
+        conform(volume, interpolation="cubic")  # type: ignore[arg-type]
+
+
+def test_inverse_refuses_arrays_off_the_conformed_grid() -> None:
+    conformed, inverse = conform(Volume(np.zeros(SHAPE, dtype=np.float32), AFFINES["LIA"]))
+    assert isinstance(inverse, ConformInverse)
+    with pytest.raises(ValueError, match="conformed grid"):
+        inverse(np.zeros(SHAPE[::-1] + (1,), dtype=np.float32))
+    with pytest.raises(ValueError, match="interpolation"):
+        inverse(conformed, interpolation="spline")  # type: ignore[arg-type]

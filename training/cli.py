@@ -1,0 +1,82 @@
+"""Command line of `python -m training`: parse, configure logging, call one library function per command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from brainseg_tf.config import QUICK_OVERRIDES, Config, load_config
+from brainseg_tf.errors import BrainsegError
+
+logger = logging.getLogger("training")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with one subcommand per job."""
+    parser = argparse.ArgumentParser(prog="python -m training", description="Prepare data and train brainseg-tf models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare = commands.add_parser("prepare-data", help="build (or reuse) the HDF5 cache and preview generator samples")
+    _add_common(prepare)
+    prepare.add_argument("--preview", type=Path, help="write a PNG of generator samples with labels overlaid")
+    prepare.add_argument("--rebuild", action="store_true", help="rebuild the cache even if it is current")
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file overriding the defaults in brainseg_tf/config.py")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set generator.batch_size=8 (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="small setting for tests and quick looks (5 subjects at 3 mm)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """Defaults <- --config file <- --quick <- --set overrides (later wins)."""
+    overrides: dict[str, Any] = dict(QUICK_OVERRIDES) if args.quick else {}
+    for item in args.overrides:
+        key, separator, value = item.partition("=")
+        if not separator:
+            raise BrainsegError(f"Expected --set KEY=VALUE. Received: {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return load_config(args.config, overrides)
+
+
+def prepare_data(args: argparse.Namespace, config: Config) -> None:
+    """Build the cache; optionally save a preview of generator samples."""
+    from brainseg_tf.datasets import build_cache, read_info
+
+    started = time.perf_counter()
+    path = build_cache(config, rebuild=args.rebuild)
+    info = read_info(path)
+    counts = ", ".join(f"{len(ids)} {split}" for split, ids in info.splits.items())
+    logger.info("dataset ready in %.1f s: %s (%s)", time.perf_counter() - started, path, counts)
+    if args.preview:
+        from brainseg_tf.preview import save_generator_preview
+
+        save_generator_preview(path, config, args.preview)
+        logger.info("generator preview: %s", args.preview)
+
+
+COMMANDS = {"prepare-data": prepare_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return the process exit status (0 ok, 1 a user-facing error)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        COMMANDS[args.command](args, resolve_config(args))
+    except BrainsegError as error:
+        logger.error("%s", error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

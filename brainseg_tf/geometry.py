@@ -40,7 +40,7 @@ class ConformInverse:
         input_grid: the original shape and affine.
         reoriented_grid: the input after axis permutation/flips (before resampling).
         conformed_grid: the grid `conform` returned.
-        orientation: nibabel orientation transform input -> canonical.
+        orientation: nibabel orientation transform input -> canonical (undone last).
     """
 
     input_grid: Grid
@@ -65,9 +65,16 @@ class ConformInverse:
                 f"Expected an array on the conformed grid {self.conformed_grid.shape}. Received: shape={array.shape}"
             )
         resampled = _resample(array, self.conformed_grid, self.reoriented_grid, interpolation)
-        undo = nio.ornt_transform(nio.axcodes2ornt(CANONICAL_AXCODES), nio.io_orientation(self.input_grid.affine))
-        back = nio.apply_orientation(resampled, undo)
+        back = nio.apply_orientation(resampled, _inverse_orientation(self.orientation))
         return Volume(np.ascontiguousarray(back), self.input_grid.affine.copy())
+
+
+def _inverse_orientation(orientation: np.ndarray) -> np.ndarray:
+    """The orientation transform that undoes ``orientation`` (axis permutation and flips)."""
+    inverse = np.empty_like(orientation)
+    for source_axis, (target_axis, flip) in enumerate(orientation):
+        inverse[int(target_axis)] = (source_axis, flip)
+    return inverse
 
 
 def canonical_orientation(affine: np.ndarray) -> np.ndarray:

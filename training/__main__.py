@@ -1,7 +1,10 @@
 """Entry point of `python -m training`."""
 
+import os
 import sys
 
-from training.cli import main
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from training.cli import main  # noqa: E402
 
 sys.exit(main())

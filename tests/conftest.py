@@ -1,0 +1,15 @@
+"""Test-wide settings: quiet TensorFlow, and no test writes outside its temporary folders."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Caches built without an explicit cache_dir land in a session temp folder, never in ~/.cache."""
+    os.environ["BRAINSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("brainseg-cache"))

@@ -116,10 +116,11 @@ class DataConfig:
 class ModelConfig:
     """The encoder-decoder backbone shared by both families (the head is picked by the family)."""
 
-    base_filters: int = 16  # filters of the first level; doubled at each downsampling
+    base_filters: int = 8  # filters of the first level, doubled at each downsampling (8: CPU-sized, see docs/benchmarks.md)
     depth: int = 4  # number of downsamplings; inputs are padded to a multiple of 2**depth
     convs_per_level: int = 2
     normalization: Literal["batch", "none"] = "batch"
+    upsampling: Literal["transpose", "resize"] = "transpose"  # strided transposed conv, or nearest resize + 3x3 conv
     dropout: float = 0.0  # at the bottleneck
     dice_weight: float = 1.0  # loss = dice_weight * soft Dice + crossentropy_weight * cross-entropy
     crossentropy_weight: float = 1.0

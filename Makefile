@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+# The main job on the embedded data. Today: build the dataset and picture what the generator feeds the networks.
 demo: $(STAMP)
-	$(PY) -m brainseg_tf.demo --output-dir outputs/demo
+	$(PY) -m training prepare-data --preview outputs/demo/generator_samples.png
+	@echo "demo: generator samples with labels overlaid -> outputs/demo/generator_samples.png"
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -128,6 +128,21 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """How `python -m training` fits a network (the family and label come from the command line)."""
+
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 8  # epochs without a better validation loss; 0 disables
+    validation_samples: int = 128  # fixed, unaugmented, seeded validation samples scored every epoch
+    strategy: Literal["auto", "default", "mirrored", "multiworker"] = "auto"  # auto: mirrored on >1 GPU
+    mixed_precision: bool = False  # mixed_float16 on GPUs; outputs stay float32
+    deterministic: bool = False  # seeds + TensorFlow op determinism, for reproducible CPU runs
+    seed: int = 0
+    output_dir: str = "outputs/training"  # run folders (checkpoints, logs, bundles) go below
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs."""
 
@@ -135,6 +150,7 @@ class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists): what gets saved next to results."""
@@ -158,8 +174,12 @@ QUICK_OVERRIDES: dict[str, Any] = {
     "generator.patch_shape": [16, 16, 16],
     "generator.batch_size": 4,
     "generator.samples_per_epoch": 16,
+    "model.base_filters": 4,
+    "model.depth": 2,
+    "training.epochs": 2,
+    "training.validation_samples": 8,
 }
-"""A small setting for tests and quick looks: five subjects at 3 mm."""
+"""A small setting for tests and quick looks: five subjects at 3 mm, a tiny network, two epochs."""
 
 
 def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -22,6 +22,10 @@ class VolumeError(BrainsegError, ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Rebuilt from (path, problem), so the error survives worker processes (pickling).
+        return (type(self), (self.path, self.problem))
+
 
 class LabelError(BrainsegError, ValueError):
     """Label values that a label set cannot map."""

@@ -44,3 +44,30 @@ def test_prepare_data_reports_bad_config_in_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "generator.batch_size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_corrupt_user_volume_fails_in_one_line_from_worker_processes(tmp_path: Path) -> None:
+    """Errors raised in the cache builder's worker processes reach the user as one line, no traceback."""
+    import nibabel as nib
+
+    rows = ["subject,image,label"]
+    for number in range(3):
+        labels = np.zeros((10, 12, 8), np.int16)
+        labels[3:7, 3:9, 2:6] = 1 + number
+        image_path, label_path = tmp_path / f"s{number}.nii.gz", tmp_path / f"s{number}_labels.nii.gz"
+        nib.save(nib.Nifti1Image(labels.astype(np.float32) * 50 + 5, np.eye(4)), image_path)
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), label_path)
+        rows.append(f"s{number},{image_path.name},{label_path.name}")
+    broken = tmp_path / "s1.nii.gz"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "prepare-data", "--set", "data.source=manifest",
+         "--set", f"data.manifest={tmp_path / 'manifest.csv'}", "--set", f"data.cache_dir={tmp_path / 'cache'}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and str(broken) in errors[0] and "truncated" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not any((tmp_path / "cache").glob("*")) if (tmp_path / "cache").exists() else True

@@ -1,0 +1,90 @@
+"""Whole-volume slice prediction and ensemble fusion, with stand-in networks of known behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainseg_tf.config import GeneratorConfig
+from brainseg_tf.data.pipeline import SampleSource
+from brainseg_tf.datasets.cache import Subject
+from brainseg_tf.labels import TISSUE
+from inference.fusion import fuse_sigmoid_members, softmax_labels
+from inference.predict import SliceSpec, predict_volume
+
+
+def _threshold_network(channels: int):
+    """Softmax-like stand-in: class 1 where the centre channel exceeds 0.5, else class 0."""
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        centre = batch[..., batch.shape[-1] // 2]
+        foreground = (centre > 0.5).astype(np.float32)
+        if channels == 1:
+            return foreground[..., None]
+        out = np.zeros((*centre.shape, channels), np.float32)
+        out[..., 0], out[..., 1] = 1 - foreground, foreground
+        return out
+
+    return predict
+
+
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+@pytest.mark.parametrize("channels", [1, 4])
+def test_predict_volume_covers_every_voxel_on_the_input_shape(slice_axis: int, channels: int) -> None:
+    image = np.zeros((20, 26, 18), np.float32)
+    image[6:14, 8:20, 5:12] = 0.9  # a bright block in an empty field
+    spec = SliceSpec(slice_axis=slice_axis, context=1, pad_multiple=8, output_channels=channels, margin=2)
+    probabilities = predict_volume(image, _threshold_network(channels), spec, batch_size=4)
+    assert probabilities.shape == (*image.shape, channels) and probabilities.dtype == np.float32
+    labels = (probabilities[..., 0] > 0.5) if channels == 1 else softmax_labels(probabilities)
+    assert np.array_equal(labels.astype(bool), image > 0.5)
+
+
+def test_stacks_are_built_like_the_training_generator() -> None:
+    """What inference feeds the network for a slice equals the generator's unaugmented sample there."""
+    rng = np.random.default_rng(0)
+    image = rng.random((12, 14, 10)).astype(np.float32)
+    config = GeneratorConfig(slice_axis=1, context=2, slice_shape=(12, 10), batch_size=1, samples_per_epoch=1)
+    subject = Subject("s", image, np.zeros(image.shape, np.uint8), np.eye(4), "train")
+    source = SampleSource([subject], TISSUE, config, augment=False)
+    seen: list[np.ndarray] = []
+
+    def recorder(batch: np.ndarray) -> np.ndarray:
+        seen.extend(batch)
+        return np.zeros((*batch.shape[:3], 1), np.float32)
+
+    spec = SliceSpec(slice_axis=1, context=2, pad_multiple=1, output_channels=1, background_threshold=-1.0, margin=0)
+    predict_volume(image, recorder, spec, batch_size=5)
+    for slice_index in (0, 1, 7, 13):
+        expected, _ = source.sampler.extract(0, (6, slice_index, 5))
+        assert np.array_equal(seen[slice_index], expected)
+
+
+def test_empty_image_is_all_background() -> None:
+    spec = SliceSpec(slice_axis=2, context=1, pad_multiple=4, output_channels=3)
+    probabilities = predict_volume(np.zeros((8, 8, 8), np.float32), _threshold_network(3), spec)
+    assert np.all(probabilities[..., 0] == 1) and np.all(probabilities[..., 1:] == 0)
+
+
+def test_fusion_takes_the_most_confident_member_and_background_below_threshold() -> None:
+    gray = np.array([0.9, 0.2, 0.6, 0.1], np.float32)[:, None]
+    white = np.array([0.3, 0.8, 0.7, 0.2], np.float32)[:, None]
+    labels, scores = fuse_sigmoid_members([gray, white], [2, 3], num_classes=4, threshold=0.5)
+    assert labels.tolist() == [2, 3, 3, 0]
+    assert np.allclose(scores[:, 2], gray[:, 0]) and np.allclose(scores[:, 3], white[:, 0])
+    assert np.allclose(scores[:, 0], [0.1, 0.2, 0.3, 0.8]) and np.all(scores[:, 1] == 0)
+
+
+@pytest.mark.parametrize(
+    ("members", "classes", "message"),
+    [
+        ([np.zeros((3, 1))], [1, 2], "one class index per member"),
+        ([np.zeros((3, 1)), np.zeros((3, 1))], [1, 1], "distinct"),
+        ([np.zeros((3, 1))], [4], "distinct class indices in \\[1, 4\\)"),
+        ([np.zeros((3, 1)), np.zeros((4, 1))], [1, 2], "one shape"),
+        ([np.zeros((3,))], [1], "one shape"),
+    ],
+)
+def test_fusion_refuses_inconsistent_members(members, classes, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        fuse_sigmoid_members(members, classes, num_classes=4)

@@ -37,3 +37,20 @@ class ConfigError(BrainsegError, ValueError):
 
 class DatasetError(BrainsegError, ValueError):
     """A dataset manifest, import folder or cache that cannot be used."""
+
+
+class BundleError(BrainsegError, ValueError):
+    """A model bundle that cannot be written, verified or loaded: names the path and the problem.
+
+    Args:
+        path: the bundle, or the file inside it, that is wrong.
+        problem: what is wrong, phrased as expected vs received where possible.
+    """
+
+    def __init__(self, path: str | PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.path, self.problem))

@@ -1,0 +1,76 @@
+"""The two files of a model bundle that hold the network: an inference copy in Keras, and its SavedModel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainseg_tf.bundle.spec import INPUT_NAME, OUTPUT_NAME, SAVED_MODEL_DIR, SIGNATURE
+from brainseg_tf.errors import BundleError
+
+SERVING_ATOL = 1e-4
+"""Largest difference allowed between the Keras model and its SavedModel on the write-time probe."""
+
+
+def export_saved_model(model, directory: Path) -> None:
+    """Export ``model`` as a TensorFlow SavedModel with one keras-free signature.
+
+    ``serving_default`` takes ``image``: float32 ``(None, ..., channels)`` with every spatial size
+    unknown, and returns ``{"probabilities": float32}``. Written with TensorFlow's own
+    `tf.saved_model.save` around the traced function and the variables it captures: Keras'
+    ``ExportArchive`` with ``track(model)`` stores every weight twice (the Keras variables and the
+    TensorFlow variables the endpoint captured), doubling the folder's size.
+    """
+    import tensorflow as tf
+
+    rank = len(model.inputs[0].shape)
+    spec = tf.TensorSpec((None,) * (rank - 1) + (model.inputs[0].shape[-1],), tf.float32, name=INPUT_NAME)
+
+    def serve(image):
+        return {OUTPUT_NAME: tf.cast(model(image, training=False), tf.float32)}
+
+    function = tf.function(serve, input_signature=[spec], autograph=False)
+    concrete = function.get_concrete_function()
+    module = tf.Module(name="brainseg_serving")
+    module.serve = function
+    module.weights = list(concrete.variables)  # what the signature reads, tracked so the SavedModel restores it
+    tf.saved_model.save(module, str(directory), signatures={SIGNATURE: concrete})
+
+
+def inference_copy(target: Path, model):
+    """The same network and weights with unknown spatial sizes and no optimizer or compile state."""
+    import keras
+
+    import brainseg_tf.models  # noqa: F401  (registers the package's custom objects)
+
+    config = model.get_config()
+    input_names = {layer.name for layer in model.layers if isinstance(layer, keras.layers.InputLayer)}
+    for layer_config in config["layers"]:
+        if layer_config["name"] in input_names:
+            shape = layer_config["config"]["batch_shape"]
+            layer_config["config"]["batch_shape"] = (None,) * (len(shape) - 1) + (shape[-1],)
+    try:
+        copy = keras.Model.from_config(config)
+    except (ValueError, TypeError) as error:
+        problem = f"the model cannot be rebuilt with unknown spatial sizes (is it fully convolutional?): {error}"
+        raise BundleError(target, problem) from None
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def check_serving_matches(staging: Path, model, input_spec: dict[str, Any]) -> None:
+    """Run a seeded probe through the Keras model and the reloaded SavedModel; they must agree."""
+    import tensorflow as tf
+
+    multiple = input_spec["pad_multiple"]
+    spatial = (multiple, 2 * multiple) if len(model.inputs[0].shape) == 4 else (multiple,) * 3
+    probe = np.random.default_rng(0).random((1, *spatial, model.inputs[0].shape[-1]), dtype=np.float32)
+    expected = np.asarray(model(probe, training=False))
+    loaded = tf.saved_model.load(str(staging / SAVED_MODEL_DIR))
+    found = loaded.signatures[SIGNATURE](**{INPUT_NAME: tf.constant(probe)})[OUTPUT_NAME].numpy()
+    difference = float(np.max(np.abs(found - expected)))
+    if found.shape != expected.shape or not difference <= SERVING_ATOL:
+        problem = f"disagrees with the Keras model on a probe (shape {found.shape} vs {expected.shape}, max difference {difference:g})"
+        raise BundleError(staging / SAVED_MODEL_DIR, problem)

@@ -1,0 +1,119 @@
+"""Loading a verified model bundle: as a Keras model, or as a keras-free TensorFlow serving function.
+
+`load_serving_function` imports only TensorFlow and numpy, so it runs where Keras 3 is missing
+(the ppc64le image ships TensorFlow 2.14 alone).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainseg_tf.bundle.spec import KERAS_FILE, OUTPUT_NAME, SAVED_MODEL_DIR, SIGNATURE
+from brainseg_tf.bundle.verify import verify_bundle
+from brainseg_tf.errors import BundleError
+
+
+def load_keras_model(path: str | os.PathLike[str]):
+    """Verify a model bundle, then load its ``model.keras`` with ``safe_mode=True``.
+
+    The file holds architecture and weights, no optimizer or compile state: compile the model with
+    `brainseg_tf.models.compile_segmenter` (loss weights are in the bundle's config) to train it further.
+
+    Args:
+        path: a bundle of kind ``model``.
+
+    Returns:
+        The `keras.Model`.
+
+    Raises:
+        BundleError: the bundle fails verification, is an ensemble, or Keras cannot read the file.
+    """
+    root = Path(path)
+    _require_model(root, verify_bundle(root))
+    import keras
+
+    import brainseg_tf.models  # noqa: F401  (registers the package's custom objects)
+
+    try:
+        return keras.saving.load_model(root / KERAS_FILE, safe_mode=True)
+    except (ValueError, TypeError, OSError) as error:
+        message = " ".join(str(error).split())[:300]
+        raise BundleError(root / KERAS_FILE, f"keras {keras.__version__} cannot load it ({message})") from error
+
+
+class ServingFunction:
+    """A bundle's SavedModel signature as a numpy function: float32 batch -> probabilities.
+
+    Attributes:
+        path: the bundle folder.
+        input_spec: how inputs must be prepared (from bundle.json).
+        input_shape: the signature's input shape, ``(None, ..., channels)``.
+    """
+
+    def __init__(self, path: Path, loaded: Any, input_spec: dict[str, Any]) -> None:
+        if SIGNATURE not in loaded.signatures:
+            raise BundleError(path / SAVED_MODEL_DIR, f"no {SIGNATURE!r} signature. Found: {sorted(loaded.signatures)}")
+        self.path = path
+        self.input_spec = input_spec
+        self._loaded = loaded  # keeps the restored variables alive as long as the function
+        self._signature = loaded.signatures[SIGNATURE]
+        _, inputs = self._signature.structured_input_signature
+        if len(inputs) != 1 or OUTPUT_NAME not in self._signature.structured_outputs:
+            raise BundleError(path / SAVED_MODEL_DIR, f"expected one input and an output {OUTPUT_NAME!r} in {SIGNATURE!r}")
+        ((self._input_name, spec),) = inputs.items()
+        self.input_shape: tuple[int | None, ...] = tuple(spec.shape.as_list())
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities ``(N, ..., channels_out)`` float32 for a batch ``(N, ..., channels_in)``.
+
+        Raises:
+            ValueError: wrong rank or channels, or spatial sizes not multiples of ``pad_multiple``.
+        """
+        import tensorflow as tf
+
+        batch = np.asarray(batch, dtype=np.float32)
+        self._check(batch.shape)
+        outputs = self._signature(**{self._input_name: tf.constant(batch)})
+        return outputs[OUTPUT_NAME].numpy()
+
+    def _check(self, shape: tuple[int, ...]) -> None:
+        expected = self.input_shape
+        if len(shape) != len(expected) or shape[-1] != expected[-1]:
+            raise ValueError(f"Expected a batch of shape {expected} for {self.path}. Received: shape={shape}")
+        multiple = int(self.input_spec.get("pad_multiple") or 1)
+        if any(size % multiple for size in shape[1:-1]):
+            raise ValueError(
+                f"Expected spatial sizes that are multiples of pad_multiple={multiple} for {self.path} "
+                f"(pad with brainseg_tf.models.padded_shape). Received: shape={shape}"
+            )
+
+
+def load_serving_function(path: str | os.PathLike[str]) -> ServingFunction:
+    """Verify a model bundle, then load its SavedModel with TensorFlow alone (no Keras import).
+
+    Args:
+        path: a bundle of kind ``model``.
+
+    Returns:
+        A `ServingFunction`: call it with a float32 batch ``(N, H, W, C)`` (or ``(N, D, H, W, C)``)
+        to get the probabilities as a numpy array.
+
+    Raises:
+        BundleError: the bundle fails verification, is an ensemble, or its SavedModel lacks the signature.
+    """
+    root = Path(path)
+    data = verify_bundle(root)
+    _require_model(root, data)
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(root / SAVED_MODEL_DIR))
+    return ServingFunction(root, loaded, data["input_spec"])
+
+
+def _require_model(root: Path, data: dict[str, Any]) -> None:
+    if data["kind"] != "model":
+        raise BundleError(root, f"expected a bundle of kind 'model'. Received: kind={data['kind']!r} (load its members one by one)")

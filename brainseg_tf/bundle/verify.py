@@ -1,0 +1,200 @@
+"""Verifying a bundle (manifest first, then bundle.json, then ensemble members) and reading its description."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from brainseg_tf.bundle.manifest import check_manifest, sha256_file
+from brainseg_tf.bundle.spec import (
+    BUNDLE_JSON,
+    FAMILIES,
+    FORMAT_VERSION,
+    INPUT_SPEC_KEYS,
+    KERAS_FILE,
+    KINDS,
+    MANIFEST,
+    MEMBER_NAME_PATTERN,
+    MEMBERS_DIR,
+    REQUIRED_KEYS,
+    SAVED_MODEL_DIR,
+)
+from brainseg_tf.errors import BundleError, LabelError
+from brainseg_tf.labels import LabelSet
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What a verified bundle says about itself (see `read_bundle_info`).
+
+    Attributes:
+        path: the bundle folder.
+        kind: ``"model"`` or ``"ensemble"``.
+        family: ``"multiclass"`` or ``"single_class"``.
+        class_index: the class a single_class model segments; None for multiclass models and ensembles.
+        label_set: the classes, background first.
+        input_spec: how inputs are prepared (see `input_spec_from_config`).
+        metrics: validation metrics recorded at training time.
+        members: an ensemble's member models, in bundle order; empty for a model.
+        config: the effective training config, as a plain dict.
+    """
+
+    path: Path
+    kind: str
+    family: str
+    class_index: int | None
+    label_set: LabelSet
+    input_spec: dict[str, Any]
+    metrics: dict[str, float | None]
+    members: list[BundleInfo] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def verify_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a bundle completely before anything in it is trusted.
+
+    First the manifest (every listed file present with the right sha256, no other file, no path
+    leaving the bundle, no symbolic link), then ``bundle.json`` (parses, required keys, supported
+    ``format_version``, consistent kind / family / class_index / label set, the files its kind
+    needs), then, for an ensemble, each member recursively and its recorded manifest checksum.
+
+    Args:
+        path: the bundle folder.
+
+    Returns:
+        The parsed ``bundle.json``.
+
+    Raises:
+        BundleError: ``"<path>: <problem>"`` naming the bundle or the offending file.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(root, "not a bundle folder (expected a folder with bundle.json and manifest.sha256)")
+    listed = check_manifest(root)
+    data = _read_bundle_json(root)
+    _check_description(root, data)
+    if data["kind"] == "model":
+        for required in (KERAS_FILE, f"{SAVED_MODEL_DIR}/saved_model.pb"):
+            if required not in listed:
+                raise BundleError(root, f"model bundle without {required}")
+    else:
+        _check_members(root, data)
+    return data
+
+
+def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
+    """Verify a bundle, then describe it (members included) as a `BundleInfo`.
+
+    Raises:
+        BundleError: the bundle fails `verify_bundle`.
+    """
+    root = Path(path)
+    return _info(root, verify_bundle(root))
+
+
+def _info(root: Path, data: dict[str, Any]) -> BundleInfo:
+    members = [_info(root / m["path"], _read_bundle_json(root / m["path"])) for m in data.get("members", [])]
+    return BundleInfo(
+        path=root,
+        kind=data["kind"],
+        family=data["family"],
+        class_index=data["class_index"],
+        label_set=LabelSet.from_dict(data["label_set"]),
+        input_spec=dict(data["input_spec"]),
+        metrics=dict(data["metrics"]),
+        members=members,
+        config=dict(data["config"]),
+    )
+
+
+def _read_bundle_json(root: Path) -> dict[str, Any]:
+    file = root / BUNDLE_JSON
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(root, f"no {BUNDLE_JSON}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(file, f"cannot parse ({' '.join(str(error).split())})") from None
+    if not isinstance(data, dict):
+        raise BundleError(file, f"expected a JSON object. Received: {type(data).__name__}")
+    return data
+
+
+def _check_description(root: Path, data: dict[str, Any]) -> None:
+    file = root / BUNDLE_JSON
+    version = data.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):  # first: another version may have other keys
+        raise BundleError(file, f"unsupported format_version {version!r} (this brainseg_tf reads {FORMAT_VERSION})")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise BundleError(file, f"missing key(s) {missing}")
+    if data["kind"] not in KINDS:
+        raise BundleError(file, f"expected kind in {list(KINDS)}. Received: {data['kind']!r}")
+    if data["family"] not in FAMILIES:
+        raise BundleError(file, f"expected family in {list(FAMILIES)}. Received: {data['family']!r}")
+    for key in ("label_set", "input_spec", "config", "metrics", "versions"):
+        if not isinstance(data[key], dict):
+            raise BundleError(file, f"expected {key} as an object. Received: {type(data[key]).__name__}")
+    try:
+        label_set = LabelSet.from_dict(data["label_set"])
+    except (LabelError, KeyError, TypeError, ValueError) as error:
+        raise BundleError(file, f"invalid label_set ({error})") from None
+    missing_spec = [key for key in INPUT_SPEC_KEYS if key not in data["input_spec"]]
+    if missing_spec:
+        raise BundleError(file, f"input_spec lacks key(s) {missing_spec}")
+    _check_class_index(file, data, label_set)
+
+
+def _check_class_index(file: Path, data: dict[str, Any], label_set: LabelSet) -> None:
+    index = data["class_index"]
+    if data["kind"] == "model" and data["family"] == "single_class":
+        if isinstance(index, bool) or not isinstance(index, int) or index not in label_set.foreground_classes:
+            raise BundleError(
+                file, f"expected class_index in {list(label_set.foreground_classes)} for a single_class model. Received: {index!r}"
+            )
+    elif index is not None:
+        raise BundleError(file, f"expected class_index null for a {data['family']} {data['kind']}. Received: {index!r}")
+    if data["kind"] == "ensemble" and data["family"] != "single_class":
+        raise BundleError(file, f"expected family 'single_class' for an ensemble. Received: {data['family']!r}")
+
+
+def _check_members(root: Path, data: dict[str, Any]) -> None:
+    file = root / BUNDLE_JSON
+    members = data.get("members")
+    if not isinstance(members, list) or not members:
+        raise BundleError(file, f"expected members as a non-empty list for an ensemble. Received: {members!r}")
+    seen: set[int] = set()
+    for entry in members:
+        if not isinstance(entry, dict) or not {"name", "class_index", "path", "sha256"} <= set(entry):
+            raise BundleError(file, f"expected each member as {{name, class_index, path, sha256}}. Received: {entry!r}")
+        name = entry["name"]
+        if not isinstance(name, str) or not MEMBER_NAME_PATTERN.match(name) or entry["path"] != f"{MEMBERS_DIR}/{name}":
+            raise BundleError(file, f"refused member path {entry['path']!r} (expected '{MEMBERS_DIR}/<name>' with name [0-9a-z_]+)")
+        member_root = root / entry["path"]
+        member = verify_bundle(member_root)
+        found = sha256_file(member_root / MANIFEST)
+        if found != entry["sha256"]:
+            recorded = str(entry["sha256"])[:12]
+            raise BundleError(
+                member_root / MANIFEST, f"sha256 does not match the ensemble's bundle.json: expected {recorded}..., found {found[:12]}..."
+            )
+        _check_member_agrees(member_root, member, entry, data)
+        if entry["class_index"] in seen:
+            raise BundleError(file, f"two members segment class {entry['class_index']}")
+        seen.add(entry["class_index"])
+
+
+def _check_member_agrees(member_root: Path, member: dict[str, Any], entry: dict[str, Any], ensemble: dict[str, Any]) -> None:
+    expected = {
+        "kind": "model",
+        "family": "single_class",
+        "class_index": entry["class_index"],
+        "label_set": ensemble["label_set"],
+        "input_spec": ensemble["input_spec"],
+    }
+    for key, value in expected.items():
+        if member[key] != value:
+            raise BundleError(member_root / BUNDLE_JSON, f"{key} disagrees with the ensemble: expected {value!r}, found {member[key]!r}")

@@ -7,7 +7,7 @@ EXTRAS := cpu,data,chris,dev
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test test-fast bench-generator venv lock clean
+.PHONY: demo test test-fast bench-generator train-default venv lock clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# The committed default bundles: multi-class and ensemble for the tissue label set (<= 45 min on 2 CPU cores).
+train-default: $(STAMP)
+	$(PY) -m training multiclass --config configs/train-default.yaml --run-dir outputs/train-default/multiclass --bundle models/tissue-multiclass
+	$(PY) -m training ensemble --config configs/train-default.yaml --run-dir outputs/train-default/ensemble --bundle models/tissue-ensemble
 
 bench-generator: $(STAMP)
 	$(PY) benchmarks/generator_throughput.py

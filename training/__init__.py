@@ -1,1 +1,1 @@
-"""`python -m training`: data preparation and (later) training jobs over the brainseg_tf library."""
+"""`python -m training`: data preparation and training jobs over the brainseg_tf library."""

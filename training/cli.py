@@ -25,6 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(prepare)
     prepare.add_argument("--preview", type=Path, help="write a PNG of generator samples with labels overlaid")
     prepare.add_argument("--rebuild", action="store_true", help="rebuild the cache even if it is current")
+    multiclass = commands.add_parser("multiclass", help="train the softmax network over every class of the label set")
+    single = commands.add_parser("single-class", help="train one sigmoid network for one class")
+    single.add_argument("--label", required=True, metavar="NAME", help="class name, e.g. 'gray matter'")
+    ensemble = commands.add_parser("ensemble", help="train one sigmoid network per foreground class, then bundle them")
+    ensemble.add_argument("--label", dest="labels", action="append", metavar="NAME",
+                          help="train only this member (repeatable); the ensemble bundle is written once all members exist")
+    default_runs = {multiclass: "multiclass", single: "single-class-<label>", ensemble: "ensemble"}
+    for command, default_run in default_runs.items():
+        _add_common(command)
+        command.add_argument("--run-dir", type=Path, metavar="DIR",
+                             help="run folder (checkpoints, logs); rerunning with the same folder resumes. "
+                                  f"Default: <training.output_dir>/{default_run}")
+        command.add_argument("--bundle", type=Path, metavar="DIR", help="where the final bundle goes (default: <run-dir>/bundle)")
     return parser
 
 
@@ -63,7 +76,28 @@ def prepare_data(args: argparse.Namespace, config: Config) -> None:
         logger.info("generator preview: %s", args.preview)
 
 
-COMMANDS = {"prepare-data": prepare_data}
+def multiclass(args: argparse.Namespace, config: Config) -> None:
+    """Train (or resume) the softmax network."""
+    from training.run import train_network
+
+    train_network(config, "multiclass", run_dir=args.run_dir, bundle_dir=args.bundle)
+
+
+def single_class(args: argparse.Namespace, config: Config) -> None:
+    """Train (or resume) the sigmoid network of one class."""
+    from training.run import train_network
+
+    train_network(config, "single_class", label=args.label, run_dir=args.run_dir, bundle_dir=args.bundle)
+
+
+def ensemble(args: argparse.Namespace, config: Config) -> None:
+    """Train (or resume) the ensemble's members, or the named ones, and bundle them when all exist."""
+    from training.run import train_ensemble
+
+    train_ensemble(config, labels=args.labels, run_dir=args.run_dir, bundle_dir=args.bundle)
+
+
+COMMANDS = {"prepare-data": prepare_data, "multiclass": multiclass, "single-class": single_class, "ensemble": ensemble}
 
 
 def main(argv: list[str] | None = None) -> int:

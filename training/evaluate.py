@@ -1,0 +1,62 @@
+"""Validation scores of the fused sigmoid ensemble, on the fixed validation samples every network is scored on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from brainseg_tf.labels import LabelSet
+from brainseg_tf.models import dice_metric_name
+from inference.fusion import fuse_sigmoid_members
+
+logger = logging.getLogger(__name__)
+
+
+def dice_scores(predicted: np.ndarray, target: np.ndarray, class_indices: Sequence[int]) -> dict[int, float]:
+    """Hard Dice of each class over all voxels of all samples, ``2|P & T| / (|P| + |T|)``; 1.0 when the
+    class is absent from both (as `brainseg_tf.models.DiceScore` counts it).
+
+    Args:
+        predicted: class indices, any shape.
+        target: class indices, same shape.
+        class_indices: the classes scored.
+    """
+    if predicted.shape != target.shape:
+        raise ValueError(f"Expected predicted and target of one shape. Received: {predicted.shape} and {target.shape}")
+    scores = {}
+    for index in class_indices:
+        in_prediction, in_target = predicted == index, target == index
+        total = int(in_prediction.sum()) + int(in_target.sum())
+        scores[index] = 2.0 * int((in_prediction & in_target).sum()) / total if total else 1.0
+    return scores
+
+
+def ensemble_validation_metrics(
+    member_bundles: Sequence[Path],
+    class_indices: Sequence[int],
+    label_set: LabelSet,
+    samples: tuple[np.ndarray, np.ndarray],
+    batch_size: int,
+) -> dict[str, float]:
+    """Per-class Dice (``val_dice_<class>``) of the members' fused prediction on the validation samples.
+
+    Members are fused as at inference (`inference.fusion.fuse_sigmoid_members`): each voxel takes the
+    class of the most confident member, or background when every member is below 0.5.
+
+    Args:
+        member_bundles: one single-class model bundle per class in `class_indices`.
+        class_indices: the foreground class of each member.
+        label_set: the task's classes.
+        samples: validation images (N, ...) and class maps (N, ...), from `training.inputs.validation_samples`.
+        batch_size: prediction batch size.
+    """
+    from brainseg_tf.bundle import load_keras_model
+
+    images, classes = samples
+    probabilities = [load_keras_model(path).predict(images, batch_size=batch_size, verbose=0) for path in member_bundles]
+    fused, _ = fuse_sigmoid_members(probabilities, list(class_indices), label_set.num_classes)
+    scores = dice_scores(fused, classes, class_indices)
+    return {f"val_{dice_metric_name(label_set.names[index])}": float(scores[index]) for index in class_indices}

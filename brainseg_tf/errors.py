@@ -9,11 +9,11 @@ class BrainsegError(Exception):
     """Base class of every error brainseg-tf raises on purpose."""
 
 
-class VolumeError(BrainsegError, ValueError):
-    """A volume file that cannot be used: names the file and the problem.
+class PathError(BrainsegError, ValueError):
+    """A file or folder that cannot be used; the message is ``"<path>: <problem>"``.
 
     Args:
-        path: the offending file.
+        path: the offending file or folder.
         problem: what is wrong, phrased as expected vs received where possible.
     """
 
@@ -27,6 +27,14 @@ class VolumeError(BrainsegError, ValueError):
         return (type(self), (self.path, self.problem))
 
 
+class VolumeError(PathError):
+    """A volume file that cannot be read or written."""
+
+
+class BundleError(PathError):
+    """A model bundle (or a file inside it) that cannot be written, verified or loaded."""
+
+
 class LabelError(BrainsegError, ValueError):
     """Label values that a label set cannot map."""
 
@@ -37,20 +45,3 @@ class ConfigError(BrainsegError, ValueError):
 
 class DatasetError(BrainsegError, ValueError):
     """A dataset manifest, import folder or cache that cannot be used."""
-
-
-class BundleError(BrainsegError, ValueError):
-    """A model bundle that cannot be written, verified or loaded: names the path and the problem.
-
-    Args:
-        path: the bundle, or the file inside it, that is wrong.
-        problem: what is wrong, phrased as expected vs received where possible.
-    """
-
-    def __init__(self, path: str | PathLike[str], problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (self.path, self.problem))

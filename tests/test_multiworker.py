@@ -59,4 +59,4 @@ def test_two_workers_train_and_only_the_chief_writes_the_bundle(tmp_path: Path) 
     info = read_bundle_info(run_dir / "bundle")
     assert info.family == "multiclass" and "val_loss" in info.metrics
     assert json.loads((run_dir / "checkpoints" / "state.json").read_text())["epoch"] == 0
-    assert sorted(p.name for p in run_dir.iterdir()) == ["bundle", "checkpoints", "config.yaml", "log.csv"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["bundle", "checkpoints", "config.yaml", "log.csv", "tensorboard"]

@@ -71,3 +71,14 @@ def test_a_corrupt_user_volume_fails_in_one_line_from_worker_processes(tmp_path:
     assert len(errors) == 1 and str(broken) in errors[0] and "truncated" in errors[0]
     assert "Traceback" not in result.stderr
     assert not any((tmp_path / "cache").glob("*")) if (tmp_path / "cache").exists() else True
+
+
+def test_config_command_prints_the_effective_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    override = tmp_path / "override.yaml"
+    override.write_text("training:\n  epochs: 7\n")
+    assert main(["config", "--config", str(override), "--set", "generator.batch_size=4"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["training"]["epochs"] == 7 and printed["generator"]["batch_size"] == 4
+    assert load_config(overrides={"training.epochs": 7, "generator.batch_size": 4}).to_dict() == printed

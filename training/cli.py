@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser with one subcommand per job."""
     parser = argparse.ArgumentParser(prog="python -m training", description="Prepare data and train brainseg-tf models.")
     commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("config", help="print the effective configuration as YAML (every default, then overrides)")
+    _add_common(show)
     prepare = commands.add_parser("prepare-data", help="build (or reuse) the HDF5 cache and preview generator samples")
     _add_common(prepare)
     prepare.add_argument("--preview", type=Path, help="write a PNG of generator samples with labels overlaid")
@@ -60,6 +62,11 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides)
 
 
+def show_config(args: argparse.Namespace, config: Config) -> None:
+    """Print the effective configuration: a starting point for a --config file."""
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+
+
 def prepare_data(args: argparse.Namespace, config: Config) -> None:
     """Build the cache; optionally save a preview of generator samples."""
     from brainseg_tf.datasets import build_cache, read_info
@@ -97,7 +104,7 @@ def ensemble(args: argparse.Namespace, config: Config) -> None:
     train_ensemble(config, labels=args.labels, run_dir=args.run_dir, bundle_dir=args.bundle)
 
 
-COMMANDS = {"prepare-data": prepare_data, "multiclass": multiclass, "single-class": single_class, "ensemble": ensemble}
+COMMANDS = {"config": show_config, "prepare-data": prepare_data, "multiclass": multiclass, "single-class": single_class, "ensemble": ensemble}
 
 
 def main(argv: list[str] | None = None) -> int:

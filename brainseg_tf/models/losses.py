@@ -3,8 +3,10 @@
 Soft Dice is computed per class over the whole batch (sums over the batch and spatial axes, not
 per sample), ``dice_c = (2 * sum(p * t) + smooth) / (sum(p) + sum(t) + smooth)``, so a class
 absent from the batch and not predicted scores 1. The loss uses ``1 - mean_c(dice_c)``.
-Both losses return one scalar per batch (so ``reduction`` has no effect and sample weights are not
-supported) and work on 2D and 3D outputs alike.
+Both losses compute one value per batch and hand it to Keras repeated once per sample, so that
+Keras's reduction (the mean over the batch gives the same value back) and its per-replica loss
+scaling under `tf.distribute` apply as for any built-in loss; sample weights are not supported.
+They work on 2D and 3D outputs alike.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class DiceCrossEntropy(keras.losses.Loss):
         dice_loss = 1.0 - ops.mean(dice)
         probabilities = ops.clip(y_pred, _EPSILON, 1.0 - _EPSILON)
         crossentropy = ops.mean(-ops.sum(y_true * ops.log(probabilities), axis=-1))
-        return self.dice_weight * dice_loss + self.crossentropy_weight * crossentropy
+        return _per_sample(self.dice_weight * dice_loss + self.crossentropy_weight * crossentropy, y_pred)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -130,7 +132,7 @@ class DiceBinaryCrossEntropy(keras.losses.Loss):
         bce = -(y_true * ops.log(probabilities) + (1.0 - y_true) * ops.log(1.0 - probabilities))
         weights = 1.0 + (self._positive_weight(y_true) - 1.0) * y_true
         crossentropy = ops.sum(weights * bce) / ops.sum(weights)
-        return self.dice_weight * dice_loss + self.crossentropy_weight * crossentropy
+        return _per_sample(self.dice_weight * dice_loss + self.crossentropy_weight * crossentropy, y_pred)
 
     def _positive_weight(self, y_true):
         if self.positive_weight is not None:
@@ -148,6 +150,11 @@ class DiceBinaryCrossEntropy(keras.losses.Loss):
             smooth=self.smooth,
         )
         return config
+
+
+def _per_sample(batch_value, y_pred):
+    """The batch's loss repeated for each sample: shape (N,), mean equal to ``batch_value``."""
+    return ops.ones((ops.shape(y_pred)[0],), dtype="float32") * batch_value
 
 
 def _one_hot_targets(y_true, num_classes: int):

@@ -1,4 +1,4 @@
-"""Inference over trained bundles: `Segmenter`, ensemble fusion, outputs on the input's grid.
+"""Inference over trained bundles: whole-volume prediction (`inference.predict`) and fusion (`inference.fusion`).
 
-Built by the inference issue; today this package only reserves its place in the layout.
+`Segmenter`, outputs on the input's grid and `python -m inference` come with the inference issue.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -10,6 +11,14 @@ import numpy as np
 from brainseg_tf.errors import LabelError
 
 UnknownPolicy = Literal["error", "background"]
+
+
+def class_slug(name: str) -> str:
+    """A class name as a file, folder or metric name: lower case, other characters as underscores.
+
+    "gray matter" -> "gray_matter", "Left-Cerebral-Cortex" -> "left_cerebral_cortex".
+    """
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
 
 
 @dataclass(frozen=True)

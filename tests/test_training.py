@@ -354,7 +354,7 @@ def test_dice_scores(predicted: list[int], target: list[int], expected: dict[int
 
 
 def test_slug_names_run_folders() -> None:
-    assert training_run.slug("gray matter") == "gray_matter" and training_run.slug("Left-Cerebral-Cortex") == "left_cerebral_cortex"
+    assert training_run.class_slug("gray matter") == "gray_matter" and training_run.class_slug("Left-Cerebral-Cortex") == "left_cerebral_cortex"
 
 
 def test_config_yaml_warns_when_a_resumed_run_changes_more_than_epochs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

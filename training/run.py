@@ -22,7 +22,6 @@ lowest validation loss, and that epoch's validation values as its metrics.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ import tensorflow as tf
 from brainseg_tf.config import Config
 from brainseg_tf.data import TargetEncoding, steps_per_epoch
 from brainseg_tf.errors import BrainsegError, ConfigError
-from brainseg_tf.labels import LabelSet, get_label_set
+from brainseg_tf.labels import LabelSet, class_slug, get_label_set
 from brainseg_tf.models import build_segmenter, compile_segmenter
 from training.callbacks import EpochCheckpoint, make_callbacks
 from training.checkpoints import RunCheckpoints, RunState, trim_csv_log
@@ -105,7 +104,7 @@ def train_network(
     label_set = get_label_set(config.data.label_set)
     class_index = _class_index(family, label, label_set)
     if run_dir is None:
-        suffix = "" if class_index is None else f"-{slug(label_set.names[class_index])}"
+        suffix = "" if class_index is None else f"-{class_slug(label_set.names[class_index])}"
         run_dir = Path(config.training.output_dir) / f"{family.replace('_', '-')}{suffix}"
     plan = NetworkPlan(family, class_index, label_set, Path(run_dir), Path(bundle_dir or Path(run_dir) / "bundle"))
     strategy = start_runtime(config)
@@ -153,7 +152,7 @@ def train_ensemble(
 
 
 def _member_plan(run_dir: Path, label_set: LabelSet, class_index: int) -> NetworkPlan:
-    member_dir = run_dir / "members" / slug(label_set.names[class_index])
+    member_dir = run_dir / "members" / class_slug(label_set.names[class_index])
     return NetworkPlan("single_class", class_index, label_set, member_dir, member_dir / "bundle")
 
 
@@ -249,7 +248,7 @@ def _write_ensemble(bundle_dir: Path, members: list[NetworkPlan], config: Config
     for plan in members:
         state = plan.checkpoints.read_state()
         if state is not None and "val_loss" in state.best_logs:
-            metrics[f"val_loss_{slug(plan.label_set.names[plan.class_index])}"] = state.best_logs["val_loss"]  # type: ignore[index]
+            metrics[f"val_loss_{class_slug(plan.label_set.names[plan.class_index])}"] = state.best_logs["val_loss"]  # type: ignore[index]
     path = write_ensemble_bundle(bundle_dir, bundles, label_set=data.label_set, config=config, metrics=metrics)
     logger.info("ensemble of %d members: bundle written to %s (%s)", len(members), path, _format_metrics(metrics))
     return Path(path)
@@ -266,11 +265,6 @@ def start_runtime(config: Config) -> tf.distribute.Strategy:
     strategy = make_strategy(config.training.strategy)
     configure_precision(config.training.mixed_precision)
     return strategy
-
-
-def slug(name: str) -> str:
-    """A class name as a folder and metric name: "gray matter" -> "gray_matter"."""
-    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
 
 
 def _class_index(family: str, label: str | None, label_set: LabelSet) -> int | None:

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from brainseg_tf.config import Config
+from brainseg_tf.labels import class_slug
 
 FORMAT_VERSION = 1
 """Bumped whenever a reader of the previous version could misread a new bundle."""
@@ -88,8 +89,7 @@ def member_name(class_name: str, class_index: int) -> str:
 
     Names without a letter or digit fall back to ``class_<index>``.
     """
-    slug = re.sub(r"[^0-9a-z]+", "_", class_name.lower()).strip("_")
-    return slug or f"class_{class_index}"
+    return class_slug(class_name) or f"class_{class_index}"
 
 
 MEMBER_NAME_PATTERN = re.compile(r"^[0-9a-z_]+$")

@@ -8,7 +8,6 @@ Also the matching `compile_segmenter` and an analytic cost count, `count_flops`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -18,6 +17,7 @@ import numpy as np
 from brainseg_tf.config import ModelConfig
 from brainseg_tf.models.losses import DiceBinaryCrossEntropy, DiceCrossEntropy
 from brainseg_tf.models.metrics import DiceScore
+from brainseg_tf.labels import class_slug
 from brainseg_tf.models.unet import build_backbone
 
 Family = Literal["multiclass", "single_class"]
@@ -118,7 +118,7 @@ def compile_segmenter(
 
 def dice_metric_name(class_name: str) -> str:
     """``dice_<class name>`` in lower case, other characters as underscores: "gray matter" -> "dice_gray_matter"."""
-    return "dice_" + re.sub(r"[^0-9a-z]+", "_", class_name.lower()).strip("_")
+    return "dice_" + class_slug(class_name)
 
 
 def count_flops(model: keras.Model, input_shape: Sequence[int] | None = None) -> int:

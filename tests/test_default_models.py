@@ -13,6 +13,7 @@ from brainseg_tf.datasets import Subject, embedded, prepare_subject
 from brainseg_tf.labels import TISSUE
 from inference.fusion import fuse_sigmoid_members, softmax_labels
 from inference.predict import SliceSpec, predict_volume
+from training.evaluate import dice_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTICLASS, ENSEMBLE = ROOT / "models" / "tissue-multiclass", ROOT / "models" / "tissue-ensemble"
@@ -24,11 +25,6 @@ TEST_SUBJECT = "mni-026"  # held out (test split), stored on another voxel size 
 MINIMUM_DICE = {"CSF": 0.65, "gray matter": 0.85, "white matter": 0.85}
 
 pytestmark = pytest.mark.slow
-
-
-def _dice(labels: np.ndarray, reference: np.ndarray, class_index: int) -> float:
-    predicted, expected = labels == class_index, reference == class_index
-    return 2.0 * np.logical_and(predicted, expected).sum() / (predicted.sum() + expected.sum())
 
 
 def _spec(input_spec: dict, output_channels: int) -> SliceSpec:
@@ -45,7 +41,7 @@ def held_out_subject() -> Subject:
 
 
 def _check_dice(labels: np.ndarray, reference: np.ndarray) -> None:
-    scores = {TISSUE.names[c]: _dice(labels, reference, c) for c in TISSUE.foreground_classes}
+    scores = {TISSUE.names[c]: score for c, score in dice_scores(labels, reference, TISSUE.foreground_classes).items()}
     assert all(scores[name] >= floor for name, floor in MINIMUM_DICE.items()), scores
 
 

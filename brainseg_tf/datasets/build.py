@@ -42,8 +42,7 @@ def build_cache(config: Config, rebuild: bool = False, workers: int | None = Non
         logger.info("reusing cache %s", path)
         return path
     logger.info("building %s cache: %d subjects -> %s", name, len(tasks), path)
-    label_set = get_label_set(config.data.label_set) if name != "embedded" else TISSUE
-    return write_cache(path, _run(tasks, workers), label_set, recipe)
+    return write_cache(path, _run(tasks, workers), get_label_set(config.data.label_set), recipe)
 
 
 def _plan(config: Config) -> tuple[str, dict[str, Any], list[Callable[[], Subject]]]:

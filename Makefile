@@ -7,7 +7,7 @@ EXTRAS := cpu,data,train,chris,dev
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test test-fast bench-generator train-default venv lock clean
+.PHONY: demo test test-fast bench-generator bench-inference compare train-default venv lock clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,14 @@ train-default: $(STAMP)
 
 bench-generator: $(STAMP)
 	$(PY) benchmarks/generator_throughput.py
+
+# Seconds, peak memory and achieved vs possible FLOP/s to segment one MNI152-sized T1, per family.
+bench-inference: $(STAMP)
+	$(PY) benchmarks/segment_volume.py
+
+# Multi-class vs ensemble vs classical baselines on the held-out test subjects -> docs/comparison.md (+ PNG chart).
+compare: $(STAMP)
+	$(PY) -m training compare --config configs/train-default.yaml
 
 # Refresh constraints.txt from a clean resolve of pyproject.toml's ranges.
 lock:

@@ -12,7 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
+from brainseg_tf.geometry import reorient  # noqa: E402
+from brainseg_tf.io import Volume  # noqa: E402
 from brainseg_tf.labels import LabelSet  # noqa: E402
+
+PLANES = ("axial", "coronal", "sagittal")
 
 
 def label_colormap(num_classes: int) -> ListedColormap:
@@ -53,10 +57,70 @@ def save_sample_overlays(
     figure.legend(handles, [label_set.names[i] for i in label_set.foreground_classes], loc="lower center", ncol=min(6, len(handles)), frameon=False)
     if title:
         figure.suptitle(title)
-    return _save_figure(figure, Path(path))
+    return save_figure(figure, Path(path))
 
 
-def _save_figure(figure: plt.Figure, path: Path) -> Path:
+def save_volume_overlays(
+    image: Volume, labels: Volume, label_set: LabelSet, path: str | os.PathLike[str], title: str = ""
+) -> Path:
+    """Save axial, coronal and sagittal slices of an image with its label map overlaid.
+
+    Neurological convention (the subject's right on the picture's right; anterior up in axial
+    views, superior up in the others): both volumes are reoriented to RAS+ without resampling, and
+    pixels keep their true aspect ratio from the voxel sizes. Slices pass through the labelled
+    voxels (see `_label_centre`).
+
+    Args:
+        image: intensity volume.
+        labels: class indices on the image's grid.
+        label_set: names the classes in the legend.
+        path: PNG to write (atomically).
+        title: figure title (keep patient identifiers out of it).
+
+    Returns:
+        The written path.
+    """
+    if labels.shape != image.shape or not np.allclose(labels.affine, image.affine, atol=1e-4):
+        raise ValueError(f"Expected labels on the image's grid {image.shape}. Received: labels on {labels.shape} (or another affine)")
+    ras_image, _ = reorient(image)
+    ras_labels, _ = reorient(labels)
+    sizes = ras_image.voxel_size
+    centre = _label_centre(ras_labels.array)
+    low, high = np.percentile(ras_image.array, [0.5, 99.5])
+    cmap = label_colormap(label_set.num_classes)
+    figure, axes = plt.subplots(1, 3, figsize=(12, 4.6))
+    for axis, plane in zip(axes, PLANES):
+        shown_axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
+        grey = np.take(ras_image.array, centre[shown_axis], axis=shown_axis)
+        classes = np.take(ras_labels.array, centre[shown_axis], axis=shown_axis)
+        x_size, y_size = (sizes[a] for a in range(3) if a != shown_axis)
+        axis.imshow(grey.T, cmap="gray", origin="lower", vmin=low, vmax=high if high > low else low + 1, aspect=y_size / x_size)
+        axis.imshow(classes.T, cmap=cmap, origin="lower", vmin=0, vmax=label_set.num_classes - 1, interpolation="nearest", aspect=y_size / x_size)
+        axis.set_title(f"{plane} (slice {centre[shown_axis]})")
+        axis.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i)[:3]) for i in label_set.foreground_classes]
+    figure.legend(handles, [label_set.names[i] for i in label_set.foreground_classes], loc="lower center", ncol=min(6, len(handles)), frameon=False)
+    if title:
+        figure.suptitle(title)
+    return save_figure(figure, Path(path))
+
+
+def _label_centre(labels: np.ndarray) -> tuple[int, int, int]:
+    """Slice indices through the labelled (non-zero) voxels of a RAS+ volume: their centre, except
+    the sagittal one, which passes through the centre of the right half (not the midline's fissure).
+    The array centre when nothing is labelled."""
+    foreground = np.argwhere(labels > 0)
+    if foreground.size == 0:
+        return tuple(int(n) // 2 for n in labels.shape)  # type: ignore[return-value]
+    centre = foreground.mean(axis=0)
+    right = foreground[foreground[:, 0] > centre[0]]
+    if right.size:
+        centre[0] = right[:, 0].mean()
+    return tuple(int(round(c)) for c in centre)  # type: ignore[return-value]
+
+
+def save_figure(figure: plt.Figure, path: Path) -> Path:
+    """Write a figure as PNG atomically (temporary name, then rename) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.part-{os.getpid()}.png")
     try:

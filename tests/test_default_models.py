@@ -13,7 +13,7 @@ from brainseg_tf.datasets import Subject, embedded, prepare_subject
 from brainseg_tf.labels import TISSUE
 from inference.fusion import fuse_sigmoid_members, softmax_labels
 from inference.predict import SliceSpec, predict_volume
-from training.evaluate import dice_scores
+from brainseg_tf.scoring import dice_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTICLASS, ENSEMBLE = ROOT / "models" / "tissue-multiclass", ROOT / "models" / "tissue-ensemble"

@@ -26,7 +26,7 @@ from training import run as training_run
 from training.callbacks import EpochCheckpoint, ResumableEarlyStopping
 from training.checkpoints import RunCheckpoints, RunState, trim_csv_log
 from training.cli import main
-from training.evaluate import dice_scores
+from brainseg_tf.scoring import dice_scores
 from training.inputs import load_run_data, validation_dataset, validation_samples
 from training.run_config import check_training_config, save_config
 from training.strategy import is_chief, make_strategy

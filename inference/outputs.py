@@ -1,0 +1,178 @@
+"""What one segmented volume leaves behind: label map, volumes table (CSV + JSON), QC picture, probabilities.
+
+All files of one input are written under temporary hidden names first and renamed into place only
+when every one of them is complete: a failure (or a kill) never leaves a partial set under final
+names. Headers are built fresh (`brainseg_tf.io.save_volume`): nothing of the input's header
+(``descrip``, ``db_name``, extensions) reaches an output.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainseg_tf.io import SUPPORTED_SUFFIXES, Volume, save_volume, volume_suffix
+from brainseg_tf.labels import LabelSet
+from brainseg_tf.visualize import save_volume_overlays
+from inference.segmenter import Segmentation
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("same", *(suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES))
+"""``same`` keeps the input's format; otherwise ``nii.gz``, ``nii`` or ``mgz``."""
+
+VOLUMES_CSV_COLUMNS = ("class_index", "label", "name", "voxels", "volume_mm3")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Which outputs to write and in which format.
+
+    Attributes:
+        format: label map (and probabilities) format: one of `OUTPUT_FORMATS`.
+        qc: write the QC picture.
+        probabilities: write the per-class probability maps (4D, float32).
+    """
+
+    format: str = "same"
+    qc: bool = True
+    probabilities: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in OUTPUT_FORMATS:
+            raise ValueError(f"Expected format in {OUTPUT_FORMATS}. Received: format={self.format!r}")
+
+
+@dataclass(frozen=True)
+class StructureVolume:
+    """The size of one structure in a label map."""
+
+    class_index: int
+    label: int
+    name: str
+    voxels: int
+    volume_mm3: float
+
+
+def output_paths(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str], options: OutputOptions) -> dict[str, Path]:
+    """Final paths of an input's outputs in ``output_dir``: ``<stem>_labels<suffix>``, ``<stem>_volumes.csv``,
+    ``<stem>_volumes.json``, and when asked ``<stem>_qc.png`` and ``<stem>_probabilities<suffix>``.
+
+    Raises:
+        VolumeError: the input's name has no supported suffix.
+    """
+    name = Path(input_path).name
+    input_suffix = volume_suffix(input_path)
+    stem = name[: -len(input_suffix)]
+    suffix = input_suffix if options.format == "same" else f".{options.format}"
+    folder = Path(output_dir)
+    paths = {
+        "labels": folder / f"{stem}_labels{suffix}",
+        "volumes_csv": folder / f"{stem}_volumes.csv",
+        "volumes_json": folder / f"{stem}_volumes.json",
+    }
+    if options.qc:
+        paths["qc"] = folder / f"{stem}_qc.png"
+    if options.probabilities:
+        paths["probabilities"] = folder / f"{stem}_probabilities{suffix}"
+    return paths
+
+
+def structure_volumes(labels: Volume, label_set: LabelSet) -> list[StructureVolume]:
+    """Voxel count and volume (mm^3, voxel count times the voxel volume from the affine) of every foreground class."""
+    voxel_mm3 = float(abs(np.linalg.det(labels.affine[:3, :3])))
+    counts = np.bincount(np.asarray(labels.array, dtype=np.int64).ravel(), minlength=label_set.num_classes)
+    return [
+        StructureVolume(index, label_set.values[index], label_set.names[index], int(counts[index]), float(counts[index]) * voxel_mm3)
+        for index in label_set.foreground_classes
+    ]
+
+
+def volumes_csv(volumes: list[StructureVolume]) -> str:
+    """The volumes table as CSV text, one row per structure."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(VOLUMES_CSV_COLUMNS)
+    for v in volumes:
+        writer.writerow([v.class_index, v.label, v.name, v.voxels, f"{v.volume_mm3:.3f}"])
+    return buffer.getvalue()
+
+
+def volumes_json(volumes: list[StructureVolume], labels: Volume, label_set: LabelSet, model: dict[str, Any]) -> str:
+    """The volumes table as JSON, with the voxel volume, the label set and the model that made it."""
+    document = {
+        "label_set": label_set.name,
+        "model": model,
+        "voxel_volume_mm3": float(abs(np.linalg.det(labels.affine[:3, :3]))),
+        "shape": list(labels.shape),
+        "structures": [vars(v) for v in volumes],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def write_outputs(
+    image: Volume, segmentation: Segmentation, paths: dict[str, Path], model: dict[str, Any] | None = None
+) -> list[Path]:
+    """Write every output named in ``paths`` (from `output_paths`) as one all-or-nothing set.
+
+    Args:
+        image: the input image (pictured under the labels in the QC PNG).
+        segmentation: its segmentation, on the same grid.
+        paths: final paths by output name.
+        model: what to record about the model in the JSON (e.g. bundle name and family).
+
+    Returns:
+        The final paths written.
+
+    Raises:
+        VolumeError / OSError: a write failed; no output of this set is left under its final name.
+    """
+    volumes = structure_volumes(segmentation.labels, segmentation.label_set)
+    writers: dict[str, Callable[[Path], Any]] = {
+        "labels": lambda p: save_volume(segmentation.label_values(), p, "label"),
+        "volumes_csv": lambda p: p.write_text(volumes_csv(volumes), encoding="utf-8"),
+        "volumes_json": lambda p: p.write_text(
+            volumes_json(volumes, segmentation.labels, segmentation.label_set, model or {}), encoding="utf-8"
+        ),
+        "qc": lambda p: save_volume_overlays(image, segmentation.labels, segmentation.label_set, p),
+        "probabilities": lambda p: save_volume(segmentation.scores, p, "image"),
+    }
+    unknown = set(paths) - set(writers)
+    if unknown:
+        raise ValueError(f"Expected output names among {sorted(writers)}. Received: {sorted(unknown)}")
+    staged: list[tuple[Path, Path]] = []
+    committed: list[Path] = []
+    try:
+        for name, final in paths.items():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temporary = _staging_path(final)
+            staged.append((temporary, final))
+            writers[name](temporary)
+        for temporary, final in staged:
+            os.replace(temporary, final)
+            committed.append(final)
+    except BaseException:
+        for final in committed:
+            final.unlink(missing_ok=True)
+        raise
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+    logger.debug("wrote %d outputs", len(committed))
+    return committed
+
+
+def _staging_path(final: Path) -> Path:
+    """A hidden name next to ``final`` that keeps its suffix (the writers pick the format from it)."""
+    name = final.name
+    suffix = next((s for s in (*SUPPORTED_SUFFIXES, ".csv", ".json", ".png") if name.endswith(s)), "")
+    return final.with_name(f".{name[: len(name) - len(suffix)]}.staged-{os.getpid()}{suffix}")

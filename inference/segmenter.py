@@ -23,12 +23,14 @@ from brainseg_tf.intensity import normalize_intensity
 from brainseg_tf.io import DEFAULT_MAX_VOXELS, Volume, load_image
 from brainseg_tf.labels import LabelSet
 from inference.fusion import fuse_sigmoid_members, softmax_labels
+from inference.patches import PatchSpec, predict_patches
 from inference.postprocess import keep_largest_components
 from inference.predict import PredictFunction, SliceSpec, predict_volume
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 16
+PATCH_BATCH_SIZE = 2  # 3D patches are ~100x the voxels of a slice: a few per call bound the memory
 ENSEMBLE_THRESHOLD = 0.5
 SHARED_PREPROCESSING = ("orientation", "voxel_size", "lower_percentile", "upper_percentile")
 """input_spec keys every network of one segmenter must agree on: they share one conformed image."""
@@ -39,13 +41,14 @@ class Network:
     """One network of a segmenter: its serving function, how it reads a volume, the class it segments.
 
     Attributes:
-        predict: float32 batch (B, H, W, C) -> probabilities (B, H, W, K).
-        spec: slice axis, context and padding (from the bundle's input_spec).
+        predict: float32 batch (B, H, W, C) -> probabilities (B, H, W, K) for a 2.5D slice network,
+            (B, D, H, W, 1) -> (B, D, H, W, K) for a 3D patch network.
+        spec: how the network reads a volume (from the bundle's input_spec).
         class_index: the class of a single-class member; None for a multi-class network.
     """
 
     predict: PredictFunction
-    spec: SliceSpec
+    spec: SliceSpec | PatchSpec
     class_index: int | None = None
 
 
@@ -80,7 +83,8 @@ class Segmenter:
         label_set: the classes, background first.
         input_spec: the bundle's input_spec (shared preprocessing of every network).
         family: ``"multiclass"`` or ``"single_class"``.
-        batch_size: slices per prediction call (fixed, so the function is traced once).
+        batch_size: slices per prediction call of a 2.5D network (fixed, so the function is traced
+            once); 3D patch networks take `PATCH_BATCH_SIZE` patches per call.
         threshold: ensemble only: below it in every member, a voxel is background.
     """
 
@@ -173,7 +177,7 @@ class Segmenter:
 
     def _scores(self, normalised: np.ndarray) -> np.ndarray:
         """Per-class scores on the conformed grid: softmax probabilities, or fused member probabilities."""
-        outputs = [predict_volume(normalised, n.predict, n.spec, self.batch_size) for n in self.networks]
+        outputs = [self._predict(normalised, n) for n in self.networks]
         if self.family == "multiclass":
             return outputs[0]
         classes = [int(n.class_index) for n in self.networks]  # type: ignore[arg-type]
@@ -181,22 +185,31 @@ class Segmenter:
         return scores
 
 
-def slice_spec(input_spec: dict[str, Any], output_channels: int) -> SliceSpec:
-    """The `SliceSpec` a bundle's input_spec describes.
+    def _predict(self, normalised: np.ndarray, network: Network) -> np.ndarray:
+        if isinstance(network.spec, PatchSpec):
+            return predict_patches(normalised, network.predict, network.spec, PATCH_BATCH_SIZE)
+        return predict_volume(normalised, network.predict, network.spec, self.batch_size)
+
+
+def reading_spec(input_spec: dict[str, Any], output_channels: int) -> SliceSpec | PatchSpec:
+    """How a network reads a volume, from its bundle's input_spec: `SliceSpec` or `PatchSpec`.
 
     Raises:
-        ValueError: the input_spec is not in ``slices`` mode.
+        ValueError: an unknown mode, or values the spec refuses.
     """
-    if input_spec.get("mode") != "slices":
-        raise ValueError(f"Expected input_spec mode 'slices'. Received: mode={input_spec.get('mode')!r}")
-    return SliceSpec(int(input_spec["slice_axis"]), int(input_spec["context"]), int(input_spec["pad_multiple"]), output_channels)
+    mode = input_spec.get("mode")
+    if mode == "slices":
+        return SliceSpec(int(input_spec["slice_axis"]), int(input_spec["context"]), int(input_spec["pad_multiple"]), output_channels)
+    if mode == "patches":
+        return PatchSpec(tuple(input_spec["patch_shape"]), int(input_spec["pad_multiple"]), output_channels)
+    raise ValueError(f"Expected input_spec mode 'slices' or 'patches'. Received: mode={mode!r}")
 
 
 def _network(info: BundleInfo, output_channels: int, class_index: int | None = None) -> Network:
     try:
-        spec = slice_spec(info.input_spec, output_channels)
-    except ValueError as error:
-        raise BundleError(info.path, f"inference reads 2.5D slice networks only ({error})") from None
+        spec = reading_spec(info.input_spec, output_channels)
+    except (ValueError, TypeError, KeyError) as error:
+        raise BundleError(info.path, f"unusable input_spec ({error})") from None
     return Network(load_serving_function(info.path), spec, class_index)
 
 

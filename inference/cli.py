@@ -1,0 +1,103 @@
+"""Command line of `python -m inference`: parse, configure logging and threads, segment, report failures."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from brainseg_tf.errors import BrainsegError
+from brainseg_tf.io import SUPPORTED_SUFFIXES
+from inference.batch import JobResult, SegmentationJob, planned_outputs, segment_files
+from inference.outputs import OUTPUT_FORMATS, OutputOptions
+from inference.runtime import configure_threads
+from inference.segmenter import DEFAULT_BATCH_SIZE, Segmenter
+
+logger = logging.getLogger("inference")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of `python -m inference`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m inference",
+        description="Segment T1 volumes (NIfTI or MGZ, any orientation and voxel size) with a brainseg-tf model bundle. "
+        "Per input: <name>_labels (label map on the input's grid), <name>_volumes.csv/.json, <name>_qc.png.",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help=f"volume files, or folders searched recursively for {', '.join(SUPPORTED_SUFFIXES)}")
+    parser.add_argument("--model", required=True, type=Path, metavar="BUNDLE", help="model bundle folder, e.g. models/tissue-multiclass")
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/inference"), metavar="DIR",
+                        help="where outputs go; a folder input's subfolders are mirrored (default: %(default)s)")
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, default="same", help="label map format (default: same as the input)")
+    parser.add_argument("--no-qc", dest="qc", action="store_false", help="skip the QC picture")
+    parser.add_argument("--probabilities", action="store_true", help="also write per-class probability maps (4D float32)")
+    parser.add_argument("--largest-component", action="store_true", help="keep only the largest connected component of each class")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="slices per prediction batch (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow (default: all cores)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (tracebacks of failed inputs)")
+    return parser
+
+
+def find_jobs(inputs: Sequence[Path], output_dir: Path) -> tuple[list[SegmentationJob], list[str]]:
+    """One job per input file; folders give one job per volume found below them, mirrored under ``output_dir``.
+
+    Hidden files and folders (names starting with '.') are skipped. A given path that is not a
+    folder is always a job, even if missing: it then fails alone, like any other bad input.
+
+    Returns:
+        (jobs, one-line problems of folders that hold no volume).
+    """
+    jobs, problems = [], []
+    for given in inputs:
+        if given.is_dir():
+            found = sorted(p for p in given.rglob("*") if _is_volume(p) and not _hidden(p.relative_to(given)))
+            if not found:
+                problems.append(f"{given}: no {', '.join(SUPPORTED_SUFFIXES)} file in this folder")
+            jobs += [SegmentationJob(p, output_dir / p.relative_to(given).parent, str(p.relative_to(given))) for p in found]
+        else:
+            jobs.append(SegmentationJob(given, output_dir, str(given)))
+    return jobs, problems
+
+
+def _is_volume(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(SUPPORTED_SUFFIXES)
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Segment every input; return 0 when all succeeded, 1 when any failed or nothing could start."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    start = time.perf_counter()
+    try:
+        options = OutputOptions(args.format, args.qc, args.probabilities)
+        jobs, problems = find_jobs(args.inputs, args.output_dir)
+        planned_outputs(jobs, options)
+        configure_threads(args.threads)
+        segmenter = Segmenter.from_bundle(args.model, args.batch_size)
+    except (BrainsegError, ValueError) as error:
+        logger.error("%s", " ".join(str(error).split()))
+        return 1
+    model = {"bundle": args.model.resolve().name, "family": segmenter.family}
+    for problem in problems:
+        logger.error("%s", problem)
+    results = segment_files(segmenter, jobs, options, args.largest_component, model)
+    return _report(results, problems, time.perf_counter() - start)
+
+
+def _report(results: list[JobResult], problems: list[str], seconds: float) -> int:
+    """Log the summary; print every failure again, one line each, on stderr; the exit status."""
+    failures = problems + [r.error for r in results if r.error is not None]
+    logger.info("segmented %d of %d input(s) in %.1f s", sum(r.ok for r in results), len(results) + len(problems), seconds)
+    if failures:
+        logger.error("%d input(s) failed:", len(failures))
+        for line in failures:
+            print(line, file=sys.stderr)
+        return 1
+    return 0

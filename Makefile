@@ -12,10 +12,12 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 venv: $(STAMP)
 
 # (Re)install when the dependency files change; reuses an existing .venv otherwise.
-$(STAMP): pyproject.toml constraints.txt
+PLUGINS := chris_plugins/pl-brainseg-multiclass chris_plugins/pl-brainseg-ensemble
+
+$(STAMP): pyproject.toml constraints.txt $(addsuffix /setup.py,$(PLUGINS))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]" $(addprefix -e ,$(PLUGINS))
 	touch $(STAMP)
 
 # The main job on the embedded data. Today: build the dataset and picture what the generator feeds the networks.

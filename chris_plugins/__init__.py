@@ -1,0 +1,1 @@
+"""ChRIS plugin packages (one folder each) and the tooling of their descriptors."""

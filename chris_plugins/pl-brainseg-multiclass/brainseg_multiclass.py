@@ -1,0 +1,36 @@
+"""ChRIS plugin: brain tissue segmentation (CSF, gray matter, white matter) with one multi-class network."""
+
+from pathlib import Path
+
+from inference.plugin import bundle_path, build_parser, prepare_environment, run_plugin
+
+prepare_environment()  # before TensorFlow or matplotlib is imported
+
+from chris_plugin import chris_plugin  # noqa: E402
+
+__version__ = "0.1.0"
+
+parser = build_parser(
+    "Segments T1-weighted brain MRI volumes (NIfTI or MGZ, any orientation and voxel size) into CSF, gray matter "
+    "and white matter with one multi-class (softmax) U-Net. Writes, next to each input's relative path: the label "
+    "map on the input's grid, the structure volumes (CSV and JSON, mm^3) and a QC picture."
+)
+parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+
+
+@chris_plugin(
+    parser=parser,
+    title="Brain tissue segmentation (multi-class network)",
+    category="MRI",
+    min_memory_limit="2Gi",
+    min_cpu_limit="2000m",
+    min_gpu_limit=0,
+    max_gpu_limit=0,
+)
+def main(options, inputdir: Path, outputdir: Path) -> int:
+    """Segment every matching volume under ``inputdir``; outputs mirror its folders under ``outputdir``."""
+    return run_plugin(options, inputdir, outputdir, bundle_path("tissue-multiclass"), "pl-brainseg-multiclass")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Packaging of the pl-brainseg-multiclass ChRIS plugin (metadata read by chris_plugin_info)."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'^__version__ = "([0-9.]+)"', (HERE / "brainseg_multiclass.py").read_text(), re.MULTILINE).group(1)
+
+setup(
+    name="pl-brainseg-multiclass",
+    version=VERSION,
+    description="Brain tissue segmentation of T1 MRI (CSF, gray matter, white matter) with one multi-class TensorFlow network",
+    author="brainseg-tf developers",
+    author_email="brainseg-tf@users.noreply.github.com",
+    url="https://github.com/brainseg-tf/brainseg-tf/tree/main/chris_plugins/pl-brainseg-multiclass",
+    license="MIT",
+    py_modules=["brainseg_multiclass"],
+    install_requires=["chris_plugin==0.4.0", "brainseg-tf"],
+    entry_points={"console_scripts": ["brainseg_multiclass = brainseg_multiclass:main"]},
+    python_requires=">=3.10",
+)

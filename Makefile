@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml constraints.txt $(addsuffix /setup.py,$(PLUGINS))
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]" $(addprefix -e ,$(PLUGINS))
 	touch $(STAMP)
 
-# The main job on the embedded data. Today: build the dataset and picture what the generator feeds the networks.
+# The main job on the embedded data: build the dataset, picture what the generator feeds the networks,
+# then run both ChRIS plugins on the MNI152 T1 as ChRIS would and score them against its tissue labels.
 demo: $(STAMP)
 	$(PY) -m training prepare-data --preview outputs/demo/generator_samples.png
 	@echo "demo: generator samples with labels overlaid -> outputs/demo/generator_samples.png"
+	$(PY) -m chris_plugins.demo --output-dir outputs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest

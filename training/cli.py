@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ logger = logging.getLogger("training")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser with one subcommand per job."""
-    parser = argparse.ArgumentParser(prog="python -m training", description="Prepare data and train brainseg-tf models.")
+    parser = argparse.ArgumentParser(prog="python -m training", description="Prepare data, train brainseg-tf models and compare them.")
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("config", help="print the effective configuration as YAML (every default, then overrides)")
     _add_common(show)
@@ -40,7 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
                              help="run folder (checkpoints, logs); rerunning with the same folder resumes. "
                                   f"Default: <training.output_dir>/{default_run}")
         command.add_argument("--bundle", type=Path, metavar="DIR", help="where the final bundle goes (default: <run-dir>/bundle)")
+    _add_compare(commands)
     return parser
+
+
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser("compare", help="multi-class vs ensemble vs classical baselines on the held-out test subjects")
+    _add_common(compare)
+    compare.add_argument("--multiclass", type=Path, default=Path("models/tissue-multiclass"), metavar="DIR", help="multi-class bundle (default: %(default)s)")
+    compare.add_argument("--ensemble", type=Path, default=Path("models/tissue-ensemble"), metavar="DIR", help="ensemble bundle (default: %(default)s)")
+    compare.add_argument("--subjects", type=int, metavar="N", help="score only the first N test subjects (default: all)")
+    compare.add_argument("--no-template", dest="template", action="store_false", help="skip the extra row on the clean MNI152 template")
+    compare.add_argument("--doc", type=Path, default=Path("docs/comparison.md"), metavar="FILE",
+                         help="Markdown page whose generated part (between the compare markers) is rewritten (default: %(default)s)")
+    compare.add_argument("--chart", type=Path, default=Path("docs/comparison.png"), metavar="FILE", help="PNG chart (default: %(default)s)")
+    compare.add_argument("--output-dir", type=Path, default=Path("outputs/compare"), metavar="DIR", help="raw results.json goes here (default: %(default)s)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +119,19 @@ def ensemble(args: argparse.Namespace, config: Config) -> None:
     train_ensemble(config, labels=args.labels, run_dir=args.run_dir, bundle_dir=args.bundle)
 
 
-COMMANDS = {"config": show_config, "prepare-data": prepare_data, "multiclass": multiclass, "single-class": single_class, "ensemble": ensemble}
+def compare(args: argparse.Namespace, config: Config) -> None:
+    """Score both families and the classical baselines on the test subjects; write the page, chart and JSON."""
+    from training.compare import CompareOptions, run_comparison
+
+    options = CompareOptions(
+        multiclass=args.multiclass, ensemble=args.ensemble, subjects=args.subjects, template=args.template,
+        doc=args.doc, chart=args.chart, output_dir=args.output_dir, command=shlex.join(["python", "-m", "training", *sys.argv[1:]]),
+    )
+    run_comparison(config, options)
+
+
+COMMANDS = {"config": show_config, "prepare-data": prepare_data, "multiclass": multiclass, "single-class": single_class, "ensemble": ensemble,
+            "compare": compare}
 
 
 def main(argv: list[str] | None = None) -> int:

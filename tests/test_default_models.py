@@ -1,4 +1,5 @@
-"""The committed default bundles under models/: intact, trained as `make train-default` says, and segmenting a real brain."""
+"""The committed default bundles under models/: intact, trained as `make train-default` says, and reaching
+on the held-out subjects, through the whole inference path, the Dice their bundle.json records."""
 
 from __future__ import annotations
 
@@ -7,42 +8,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainseg_tf.bundle import load_serving_function, read_bundle_info
+from brainseg_tf.bundle import read_bundle_info
 from brainseg_tf.config import load_config
-from brainseg_tf.datasets import Subject, embedded, prepare_subject
-from brainseg_tf.labels import TISSUE
-from inference.fusion import fuse_sigmoid_members, softmax_labels
-from inference.predict import SliceSpec, predict_volume
+from brainseg_tf.datasets import embedded
+from brainseg_tf.labels import TISSUE, class_slug
 from brainseg_tf.scoring import dice_scores
+from inference.segmenter import Segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTICLASS, ENSEMBLE = ROOT / "models" / "tissue-multiclass", ROOT / "models" / "tissue-ensemble"
 MODELS_BUDGET_BYTES = 25 * 1024 * 1024
-TEST_SUBJECT = "mni-026"  # held out (test split), stored on another voxel size and axis order
-# Whole-volume Dice of the multi-class bundle on the five test subjects when committed:
-# CSF 0.70-0.80, gray matter 0.89-0.94, white matter 0.88-0.93 (mni-026: 0.70 / 0.91 / 0.90).
-# The floors leave room for the run-to-run noise of `make train-default`.
-MINIMUM_DICE = {"CSF": 0.65, "gray matter": 0.85, "white matter": 0.85}
+# bundle.json records Dice on 128 fixed 128x128 validation crops, centred on the brain, on the 1 mm
+# conformed grid. Here every held-out test subject is segmented whole, from its native file grid and
+# scored there (docs/comparison.md: mean multi-class 0.734 / 0.914 / 0.906, ensemble 0.752 / 0.913 /
+# 0.929 against recorded 0.804 / 0.901 / 0.898 and 0.768 / 0.882 / 0.913). Thin CSF loses most to
+# whole-volume scoring (edges of the head, sulci resampled to 0.9-1.5 mm grids: about -0.03 on mni-026
+# alone) and varies most between subjects (sd 0.045); gray and white matter vary by sd 0.02. So the
+# mean over the test subjects must come within 0.10 of the recorded CSF Dice and 0.05 of the others.
+TOLERANCE = {"CSF": 0.10, "gray matter": 0.05, "white matter": 0.05}
 
 pytestmark = pytest.mark.slow
 
 
-def _spec(input_spec: dict, output_channels: int) -> SliceSpec:
-    return SliceSpec(input_spec["slice_axis"], input_spec["context"], input_spec["pad_multiple"], output_channels)
-
-
 @pytest.fixture(scope="module")
-def held_out_subject() -> Subject:
-    """A held-out embedded subject, conformed and normalised exactly as the training cache stores it."""
-    config = load_config(ROOT / "configs" / "train-default.yaml")
-    index = [subject_id for subject_id, _ in embedded.subject_ids(config.data.embedded)].index(TEST_SUBJECT)
-    image, label_map = embedded.synthesize_subject(embedded.load_template(1.0), index, config.data.embedded)
-    return prepare_subject(TEST_SUBJECT, image, label_map, TISSUE, config.preprocess, "test")
-
-
-def _check_dice(labels: np.ndarray, reference: np.ndarray) -> None:
-    scores = {TISSUE.names[c]: score for c, score in dice_scores(labels, reference, TISSUE.foreground_classes).items()}
-    assert all(scores[name] >= floor for name, floor in MINIMUM_DICE.items()), scores
+def test_subjects() -> list[tuple]:
+    """The held-out (test split) embedded subjects on their native grids: (image, class map)."""
+    config = load_config(ROOT / "configs" / "train-default.yaml").data.embedded
+    template = embedded.load_template(1.0)
+    subjects = []
+    for index, (_, split) in enumerate(embedded.subject_ids(config)):
+        if split == "test":
+            image, label_map = embedded.synthesize_subject(template, index, config)
+            subjects.append((image, TISSUE.to_classes(label_map.array)))
+    return subjects
 
 
 def test_bundles_are_intact_small_and_trained_with_the_documented_config() -> None:
@@ -56,14 +54,14 @@ def test_bundles_are_intact_small_and_trained_with_the_documented_config() -> No
     assert size <= MODELS_BUDGET_BYTES, f"models/ holds {size / 2**20:.1f} MiB"
 
 
-def test_multiclass_bundle_segments_a_held_out_subject(held_out_subject: Subject) -> None:
-    info = read_bundle_info(MULTICLASS)
-    probabilities = predict_volume(held_out_subject.image, load_serving_function(MULTICLASS), _spec(info.input_spec, TISSUE.num_classes))
-    _check_dice(softmax_labels(probabilities), held_out_subject.classes)
-
-
-def test_ensemble_bundle_segments_a_held_out_subject(held_out_subject: Subject) -> None:
-    members = read_bundle_info(ENSEMBLE).members
-    outputs = [predict_volume(held_out_subject.image, load_serving_function(m.path), _spec(m.input_spec, 1)) for m in members]
-    labels, _ = fuse_sigmoid_members(outputs, [m.class_index for m in members], TISSUE.num_classes)
-    _check_dice(labels, held_out_subject.classes)
+@pytest.mark.parametrize("bundle", [MULTICLASS, ENSEMBLE], ids=["multiclass", "ensemble"])
+def test_bundle_reaches_its_recorded_dice_on_the_held_out_subjects(bundle: Path, test_subjects: list[tuple]) -> None:
+    segmenter = Segmenter.from_bundle(bundle)
+    recorded = read_bundle_info(bundle).metrics
+    scores = [dice_scores(segmenter.segment(image).labels.array, classes, TISSUE.foreground_classes) for image, classes in test_subjects]
+    assert len(scores) == 5
+    for index in TISSUE.foreground_classes:
+        name = TISSUE.names[index]
+        mean = float(np.mean([s[index] for s in scores]))
+        target = float(recorded[f"val_dice_{class_slug(name)}"])
+        assert mean >= target - TOLERANCE[name], f"{name}: mean Dice {mean:.3f}, recorded {target:.3f}"

@@ -7,7 +7,8 @@
 * ``mirrored``: `MirroredStrategy` over the visible GPUs of this machine;
 * ``multiworker``: `MultiWorkerMirroredStrategy`, its cluster read from ``TF_CONFIG`` as a cluster
   scheduler sets it, e.g. ``{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type":
-  "worker", "index": 0}}``.
+  "worker", "index": 0}}``. Where ``TF_CONFIG`` is unset but a Kubernetes Indexed Job's variables
+  are set, it is derived from them first (see `training.cluster`).
 
 The chief (task type ``chief``, or worker 0 when the cluster has no chief) is the one process that
 writes results; the others write their checkpoints to a temporary folder (`worker_directory`).
@@ -29,6 +30,7 @@ import tensorflow as tf
 from brainseg_tf.config import TrainingConfig
 from brainseg_tf.errors import ConfigError
 from training import keras_multiworker
+from training.cluster import tf_config_from_environment
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name not in STRATEGIES:
         raise ConfigError(f"Expected training.strategy in {list(STRATEGIES)}. Received: strategy={name!r}")
     if name == "multiworker":
+        _tf_config_from_indexed_job()
         _check_tf_config()
         strategy: tf.distribute.Strategy = tf.distribute.MultiWorkerMirroredStrategy()
         keras_multiworker.install()
@@ -57,10 +60,23 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return strategy
 
 
+def _tf_config_from_indexed_job() -> None:
+    """Set TF_CONFIG from a Kubernetes Indexed Job's variables when no scheduler set it."""
+    if os.environ.get("TF_CONFIG"):
+        return
+    text = tf_config_from_environment(os.environ)
+    if text is not None:
+        os.environ["TF_CONFIG"] = text
+        logger.info("TF_CONFIG derived from the Indexed Job: %s", text)
+
+
 def _check_tf_config() -> None:
     text = os.environ.get("TF_CONFIG")
     if not text:
-        raise ConfigError("training.strategy is 'multiworker' but TF_CONFIG is not set (the cluster scheduler sets it)")
+        raise ConfigError(
+            "training.strategy is 'multiworker' but TF_CONFIG is not set (the cluster scheduler sets it, "
+            "or training.cluster derives it from a Kubernetes Indexed Job's BRAINSEG_* variables)"
+        )
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as error:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ def write_cache(path: str | os.PathLike[str], subjects: Iterable[Subject], label
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.part-{os.getpid()}")
+    temporary = path.with_name(f".{path.name}.part-{uuid.uuid4().hex}")  # unique across hosts sharing a volume, where every PID may be 1
     count = 0
     try:
         with h5py.File(temporary, "w") as h5:

@@ -7,7 +7,7 @@ EXTRAS := cpu,data,train,chris,notebooks,dev
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test test-fast bench-generator bench-inference compare train-default venv lock clean
+.PHONY: demo test test-fast test-images notebooks images register bench-generator bench-inference compare train-default venv lock clean
 
 venv: $(STAMP)
 
@@ -31,7 +31,24 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not images"
+
+# Each plugin image's Python stack (x86_64, Power9) replayed in a fresh venv, plugins run as ChRIS would.
+test-images: $(STAMP)
+	$(PY) -m pytest -m images
+
+# Jupyter on the project's .venv, opened on notebooks/ (BRAINSEG_NOTEBOOK_QUICK=1 for the quick mode).
+notebooks: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir notebooks
+
+# Multi-arch plugin images (linux/amd64 + linux/ppc64le): build, push, regenerate each descriptor inside
+# its image (docs/containers.md). Needs Docker with buildx; `python3 docker/build.py --dry-run` shows the commands.
+images:
+	$(PYTHON) docker/build.py
+
+# Register both plugins in a ChRIS backend: CHRIS_URL, CHRIS_ADMIN_USER, CHRIS_ADMIN_PASSWORD[, CHRIS_COMPUTE_NAMES=host].
+register:
+	$(PYTHON) docker/register.py
 
 # The committed default bundles: multi-class and ensemble for the tissue label set (<= 45 min on 2 CPU cores).
 train-default: $(STAMP)

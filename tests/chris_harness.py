@@ -47,15 +47,39 @@ class PluginRun:
     stderr: str
 
 
-def install_plugins() -> PluginEnvironment:
-    """Create (once per dependency set) the venv and install the current code into it (every call)."""
-    venv = VENV_ROOT / _dependency_key()
+@dataclass(frozen=True)
+class Stack:
+    """A Python installation to replay: the pip commands that install its dependencies, and what keys them.
+
+    Attributes:
+        name: short name, part of the venv folder.
+        installs: pip ``install`` argument lists, run in order in a fresh venv.
+        sources: files whose content decides the installation (a change makes a new venv).
+    """
+
+    name: str
+    installs: tuple[tuple[str, ...], ...]
+    sources: tuple[Path, ...]
+
+
+MAIN_STACK = Stack(
+    "main",
+    (("-c", str(REPO / "constraints.txt"), f"{REPO}[cpu,chris]"),),
+    (REPO / "constraints.txt", REPO / "pyproject.toml"),
+)
+"""The project's own pins: what `make` installs, and what the x86_64 image holds over its TensorFlow base."""
+
+
+def install_plugins(stack: Stack = MAIN_STACK) -> PluginEnvironment:
+    """Create (once per stack content) the venv and install the current code into it (every call)."""
+    venv = VENV_ROOT / f"{stack.name}-{_content_key(stack.sources)}"
     python = venv / "bin" / "python"
     if not (venv / ".dependencies-installed").exists():
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
         _pip(python, "install", "--upgrade", "pip", "setuptools>=77")
-        _pip(python, "install", "-c", str(REPO / "constraints.txt"), f"{REPO}[cpu,chris]")
+        for arguments in stack.installs:
+            _pip(python, "install", *arguments)
         (venv / ".dependencies-installed").touch()
     plugin_dirs = [str(REPO / "chris_plugins" / name) for name in PLUGINS.values()]
     build = Path(tempfile.mkdtemp(prefix="brainseg-build-"))
@@ -72,10 +96,15 @@ def install_plugins() -> PluginEnvironment:
     return PluginEnvironment(python, venv / "bin", models)
 
 
-def _dependency_key() -> str:
+def run_python(environment: PluginEnvironment, code: str) -> str:
+    """Run a snippet with the environment's Python; its stdout."""
+    return subprocess.run([str(environment.python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _content_key(files: tuple[Path, ...]) -> str:
     digest = hashlib.sha256()
-    for name in ("constraints.txt", "pyproject.toml"):
-        digest.update((REPO / name).read_bytes())
+    for file in files:
+        digest.update(file.read_bytes())
     return digest.hexdigest()[:12]
 
 

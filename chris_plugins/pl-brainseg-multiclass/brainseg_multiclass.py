@@ -22,7 +22,7 @@ parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__v
     parser=parser,
     title="Brain tissue segmentation (multi-class network)",
     category="MRI",
-    min_memory_limit="2Gi",
+    min_memory_limit="2Gi",  # measured peak RSS 1.22 GiB (MNI152 T1), 1.42 GiB (256^3 with --probabilities)
     min_cpu_limit="2000m",
     min_gpu_limit=0,
     max_gpu_limit=0,

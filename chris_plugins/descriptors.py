@@ -22,7 +22,9 @@ from typing import Any
 
 PLUGINS_DIR = Path(__file__).resolve().parent
 PUBLIC_REPO = "https://github.com/brainseg-tf/brainseg-tf"
-REGISTRY = os.environ.get("BRAINSEG_REGISTRY", "ghcr.io/brainseg-tf")
+DEFAULT_REGISTRY = "ghcr.io/brainseg-tf"
+"""The registry the committed descriptors name; `BRAINSEG_REGISTRY` overrides it for a build elsewhere."""
+REGISTRY = os.environ.get("BRAINSEG_REGISTRY", DEFAULT_REGISTRY)
 IMAGE_VENV = "/opt/brainseg/venv"
 """Where both plugin images (x86_64 and ppc64le) hold the Python that runs the plugin."""
 

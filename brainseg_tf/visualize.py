@@ -1,4 +1,8 @@
-"""Pictures for people: label overlays of generator samples and of volumes (matplotlib, no display)."""
+"""Pictures for people: label overlays of generator samples and of volumes.
+
+Figures are built with matplotlib's object API (`matplotlib.figure.Figure`), never through pyplot,
+so the library neither needs a display nor changes the backend a notebook or application chose.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,21 @@ import os
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+import numpy as np
+from matplotlib.colors import ListedColormap
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-
-from brainseg_tf.geometry import reorient  # noqa: E402
-from brainseg_tf.io import Volume  # noqa: E402
-from brainseg_tf.labels import LabelSet  # noqa: E402
+from brainseg_tf.geometry import reorient
+from brainseg_tf.io import Volume
+from brainseg_tf.labels import LabelSet
 
 PLANES = ("axial", "coronal", "sagittal")
 
 
 def label_colormap(num_classes: int) -> ListedColormap:
     """Transparent background, then distinct colours per class."""
-    base = plt.get_cmap("tab10" if num_classes <= 11 else "tab20")
+    base = matplotlib.colormaps["tab10" if num_classes <= 11 else "tab20"]
     colours = [(0, 0, 0, 0)] + [(*base(i % base.N)[:3], 0.45) for i in range(num_classes - 1)]
     return ListedColormap(colours)
 
@@ -45,7 +48,8 @@ def save_sample_overlays(
     count = inputs.shape[0]
     columns = min(count, 4)
     rows = -(-count // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows + 0.6), squeeze=False)
+    figure = Figure(figsize=(3 * columns, 3 * rows + 0.6))
+    axes = figure.subplots(rows, columns, squeeze=False)
     cmap = label_colormap(label_set.num_classes)
     for n, axis in enumerate(axes.flat):
         axis.axis("off")
@@ -53,7 +57,7 @@ def save_sample_overlays(
             # Axis 0 of a RAS slice runs left->right: transpose so that it is the picture's x axis.
             axis.imshow(inputs[n, :, :, inputs.shape[-1] // 2].T, cmap="gray", origin="lower", vmin=0, vmax=1)
             axis.imshow(classes[n].T, cmap=cmap, origin="lower", vmin=0, vmax=label_set.num_classes - 1, interpolation="nearest")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i)[:3]) for i in label_set.foreground_classes]
+    handles = [Rectangle((0, 0), 1, 1, color=cmap(i)[:3]) for i in label_set.foreground_classes]
     figure.legend(handles, [label_set.names[i] for i in label_set.foreground_classes], loc="lower center", ncol=min(6, len(handles)), frameon=False)
     if title:
         figure.suptitle(title)
@@ -88,7 +92,8 @@ def save_volume_overlays(
     centre = _label_centre(ras_labels.array)
     low, high = np.percentile(ras_image.array, [0.5, 99.5])
     cmap = label_colormap(label_set.num_classes)
-    figure, axes = plt.subplots(1, 3, figsize=(12, 4.6))
+    figure = Figure(figsize=(12, 4.6))
+    axes = figure.subplots(1, 3)
     for axis, plane in zip(axes, PLANES):
         shown_axis = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
         grey = np.take(ras_image.array, centre[shown_axis], axis=shown_axis)
@@ -98,7 +103,7 @@ def save_volume_overlays(
         axis.imshow(classes.T, cmap=cmap, origin="lower", vmin=0, vmax=label_set.num_classes - 1, interpolation="nearest", aspect=y_size / x_size)
         axis.set_title(f"{plane} (slice {centre[shown_axis]})")
         axis.axis("off")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i)[:3]) for i in label_set.foreground_classes]
+    handles = [Rectangle((0, 0), 1, 1, color=cmap(i)[:3]) for i in label_set.foreground_classes]
     figure.legend(handles, [label_set.names[i] for i in label_set.foreground_classes], loc="lower center", ncol=min(6, len(handles)), frameon=False)
     if title:
         figure.suptitle(title)
@@ -119,14 +124,23 @@ def _label_centre(labels: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(round(c)) for c in centre)  # type: ignore[return-value]
 
 
-def save_figure(figure: plt.Figure, path: Path) -> Path:
-    """Write a figure as PNG atomically (temporary name, then rename) and close it."""
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write a figure as PNG atomically (temporary name, then rename); a pyplot figure is closed after."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.part-{os.getpid()}.png")
     try:
         figure.savefig(temporary, dpi=100, bbox_inches="tight")
         os.replace(temporary, path)
     finally:
-        plt.close(figure)
+        _close_if_pyplot(figure)
         temporary.unlink(missing_ok=True)
     return path
+
+
+def _close_if_pyplot(figure: Figure) -> None:
+    """Release a figure pyplot manages (callers may pass one); object-API figures need nothing."""
+    import sys
+
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None and pyplot.fignum_exists(getattr(figure, "number", -1)):
+        pyplot.close(figure)

@@ -151,12 +151,13 @@ def update_doc(path: Path, generated: str) -> None:
 
 def save_chart(results: dict[str, Any], path: Path) -> Path:
     """Dice and HD95 per class and method: mean ± sd over the test subjects, one small dot per subject."""
-    from brainseg_tf.visualize import save_figure  # sets the Agg backend before pyplot loads
+    from matplotlib.figure import Figure
 
-    import matplotlib.pyplot as plt
+    from brainseg_tf.visualize import save_figure
 
     methods = [m["name"] for m in results["methods"]]
-    figure, axes = plt.subplots(1, 2, figsize=(13, 5))
+    figure = Figure(figsize=(13, 5))
+    axes = figure.subplots(1, 2)
     step = 0.7 / len(methods)
     for axis, metric, title in zip(axes, ("dice", "hd95_mm"), ("Dice (higher is better)", "HD95, mm (lower is better)")):
         for n, method in enumerate(methods):

@@ -41,26 +41,96 @@ class SliceSpec:
     margin: int = 8
 
 
+@dataclass(frozen=True)
+class PredictionPlan:
+    """What `predict_volume` computes for one image: the box, the stacks, their shape, the batches.
+
+    Attributes:
+        image_shape: shape of the conformed image (I, J, K).
+        box: the predicted box (content above the threshold, grown by the margin); None when empty.
+        slice_axis: volume axis the stacks are taken along.
+        slices: stacks that cover the box (one per slice of the box along ``slice_axis``).
+        in_plane_shape: the box's two in-plane sizes (ascending volume axes), before padding.
+        padding: zeros added (before, after) to each in-plane axis, up to a multiple of ``pad_multiple``.
+        channels: channels of one stack (``2 * context + 1``).
+        batch_size: stacks in every call of the predict function: the largest allowed, lowered so the
+            stacks spread evenly over the batches (the last is filled up with fewer than ``batches``
+            zero stacks).
+        batches: calls of the predict function.
+    """
+
+    image_shape: tuple[int, int, int]
+    box: tuple[slice, slice, slice] | None
+    slice_axis: int
+    slices: int
+    in_plane_shape: tuple[int, int]
+    padding: tuple[tuple[int, int], tuple[int, int]]
+    channels: int
+    batch_size: int
+    batches: int
+
+    @property
+    def stack_shape(self) -> tuple[int, int, int]:
+        """One network input (H, W, C), padded: what the network is costed at."""
+        (h0, h1), (w0, w1) = self.padding
+        return (self.in_plane_shape[0] + h0 + h1, self.in_plane_shape[1] + w0 + w1, self.channels)
+
+    @property
+    def stacks_run(self) -> int:
+        """Stacks the network computes, zero stacks of the last batch included."""
+        return self.batches * self.batch_size
+
+
+def plan_prediction(image: np.ndarray, spec: SliceSpec, batch_size: int = 16) -> PredictionPlan:
+    """The plan `predict_volume` follows for ``image`` (it calls this function itself).
+
+    Args:
+        image: conformed, normalised image (I, J, K), RAS+.
+        spec: slice axis, context, padding and background rule.
+        batch_size: the most stacks in one call of the predict function.
+
+    Raises:
+        ValueError: not a 3D image, or ``batch_size < 1``.
+    """
+    if np.ndim(image) != 3:
+        raise ValueError(f"Expected a 3D conformed image. Received: shape={np.shape(image)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"Expected batch_size as an int >= 1. Received: batch_size={batch_size!r}")
+    shape = tuple(int(s) for s in np.shape(image))
+    box = content_box(image, spec.background_threshold, spec.margin)
+    in_plane_axes = [axis for axis in range(3) if axis != spec.slice_axis]
+    if box is None:
+        slices, in_plane = 0, (0, 0)
+    else:
+        slices = box[spec.slice_axis].stop - box[spec.slice_axis].start
+        in_plane = tuple(box[axis].stop - box[axis].start for axis in in_plane_axes)
+    padding = tuple(_centred_padding(size, spec.pad_multiple) for size in in_plane)
+    batches = -(-slices // batch_size)
+    per_batch = -(-slices // batches) if batches else int(batch_size)
+    return PredictionPlan(shape, box, spec.slice_axis, slices, in_plane, padding, 2 * spec.context + 1, per_batch, batches)  # type: ignore[arg-type]
+
+
 def predict_volume(image: np.ndarray, predict: PredictFunction, spec: SliceSpec, batch_size: int = 16) -> np.ndarray:
     """Probabilities for every voxel of a conformed image, float32 (I, J, K, output_channels).
 
     Only the box around voxels above ``spec.background_threshold`` (plus ``spec.margin``) is
     predicted; everything outside it is certain background: probability 1 for channel 0 of a
-    softmax output, 0 for a sigmoid output. Batches always hold ``batch_size`` stacks (the last is
-    padded), so a compiled function is never traced twice.
+    softmax output, 0 for a sigmoid output. Every batch of one volume holds the same number of
+    stacks, at most ``batch_size``: the stacks spread evenly over ``ceil(slices / batch_size)``
+    batches and the last is filled up with zero stacks (fewer than there are batches), so a compiled
+    function sees one shape per volume. `plan_prediction` tells in advance what is computed.
     """
-    if image.ndim != 3:
-        raise ValueError(f"Expected a 3D conformed image. Received: shape={image.shape}")
-    probabilities = _background(image.shape, spec.output_channels)
-    box = _content_box(image, spec.background_threshold, spec.margin)
-    if box is None:
+    plan = plan_prediction(image, spec, batch_size)
+    probabilities = _background(plan.image_shape, spec.output_channels)
+    if plan.box is None:
         logger.warning("the image holds no voxel above %.2f: every voxel is background", spec.background_threshold)
         return probabilities
-    slabs = np.moveaxis(image[box], spec.slice_axis, 0)
-    slabs, crop = _pad_in_plane(slabs, spec.pad_multiple)
+    logger.debug("predicting %d stacks of %s in %d batches of %d", plan.slices, plan.stack_shape, plan.batches, plan.batch_size)
+    slabs = np.pad(np.moveaxis(image[plan.box], spec.slice_axis, 0), [(0, 0), *plan.padding])
+    crop = tuple(slice(before, before + size) for (before, _), size in zip(plan.padding, plan.in_plane_shape))
     stacks = _stacks(slabs, spec.context)
-    predicted = _predict_in_batches(stacks, predict, batch_size, spec.output_channels)[:, crop[0], crop[1]]
-    probabilities[box] = np.moveaxis(predicted, 0, spec.slice_axis)
+    predicted = _predict_in_batches(stacks, predict, plan.batch_size, spec.output_channels)[:, crop[0], crop[1]]
+    probabilities[plan.box] = np.moveaxis(predicted, 0, spec.slice_axis)
     return probabilities
 
 
@@ -71,26 +141,23 @@ def _background(shape: tuple[int, ...], channels: int) -> np.ndarray:
     return probabilities
 
 
-def _content_box(image: np.ndarray, threshold: float, margin: int) -> tuple[slice, slice, slice] | None:
-    """Slices of the smallest box holding every voxel above ``threshold``, grown by ``margin``."""
-    content = image > threshold
+def content_box(image: np.ndarray, threshold: float, margin: int) -> tuple[slice, slice, slice] | None:
+    """Slices of the smallest box holding every voxel above ``threshold``, grown by ``margin`` and
+    clipped to the image; None when no voxel is above it."""
+    content = np.asarray(image) > threshold
     if not content.any():
         return None
     box = []
     for axis in range(3):
         present = np.flatnonzero(content.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(0, present[0] - margin), min(image.shape[axis], present[-1] + 1 + margin)))
+        box.append(slice(max(0, int(present[0]) - margin), min(content.shape[axis], int(present[-1]) + 1 + margin)))
     return tuple(box)  # type: ignore[return-value]
 
 
-def _pad_in_plane(slabs: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """Zero-pad axes 1 and 2 up to a multiple, centred; return the slices that undo it."""
-    pads, crop = [(0, 0)], []
-    for size in slabs.shape[1:]:
-        extra = -size % multiple
-        pads.append((extra // 2, extra - extra // 2))
-        crop.append(slice(extra // 2, extra // 2 + size))
-    return np.pad(slabs, pads), (crop[0], crop[1])
+def _centred_padding(size: int, multiple: int) -> tuple[int, int]:
+    """Zeros (before, after) that bring ``size`` up to a multiple of ``multiple``, centred."""
+    extra = -size % multiple
+    return (extra // 2, extra - extra // 2)
 
 
 def _stacks(slabs: np.ndarray, context: int) -> np.ndarray:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference.predict import content_box
+
 logger = logging.getLogger(__name__)
 
 PatchPredictFunction = Callable[[np.ndarray], np.ndarray]
@@ -107,7 +109,7 @@ def predict_patches(image: np.ndarray, predict: PatchPredictFunction, spec: Patc
         raise ValueError(f"Expected batch_size as an int >= 1. Received: batch_size={batch_size!r}")
     image = np.asarray(image, dtype=np.float32)
     probabilities = _background(image.shape, spec.output_channels)
-    box = _content_box(image, spec.background_threshold, spec.margin)
+    box = content_box(image, spec.background_threshold, spec.margin)
     if box is None:
         logger.warning("the image holds no voxel above %.2f: every voxel is background", spec.background_threshold)
         return probabilities
@@ -135,19 +137,6 @@ def _background(shape: tuple[int, ...], channels: int) -> np.ndarray:
     if channels > 1:
         probabilities[..., 0] = 1.0
     return probabilities
-
-
-def _content_box(image: np.ndarray, threshold: float, margin: int) -> Box | None:
-    """Slices of the smallest box holding every voxel above ``threshold``, grown by ``margin`` (same rule as
-    `inference.predict`, whose helper is private)."""
-    content = image > threshold
-    if not content.any():
-        return None
-    box = []
-    for axis in range(3):
-        present = np.flatnonzero(content.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(0, present[0] - margin), min(image.shape[axis], int(present[-1]) + 1 + margin)))
-    return tuple(box)  # type: ignore[return-value]
 
 
 def _pad_to_patch(region: np.ndarray, patch_shape: tuple[int, int, int]) -> tuple[np.ndarray, Box]:

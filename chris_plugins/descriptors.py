@@ -128,13 +128,15 @@ def _is_int(value: Any) -> bool:
 # --- regeneration ---------------------------------------------------------------------------------
 
 
-def generate(plugin: Plugin, registry: str = REGISTRY, in_image: bool = False) -> dict[str, Any]:
-    """The descriptor `chris_plugin_info` prints for an installed plugin.
+def generate(plugin: Plugin, registry: str = REGISTRY) -> dict[str, Any]:
+    """The descriptor `chris_plugin_info` prints for an installed plugin, as the images will report it.
+
+    ``selfpath``/``execshell`` are set to `IMAGE_VENV`, where both images hold the plugin's Python
+    (inside a built image, `docker/build.py` runs ``chris_plugin_info`` there instead).
 
     Args:
         plugin: which one.
         registry: image registry and owner, e.g. ``ghcr.io/brainseg-tf``.
-        in_image: keep ``selfpath``/``execshell`` as found (inside a built image); otherwise set them to `IMAGE_VENV`.
 
     Raises:
         RuntimeError: chris_plugin_info failed (its stderr in the message).
@@ -147,9 +149,8 @@ def generate(plugin: Plugin, registry: str = REGISTRY, in_image: bool = False) -
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
     descriptor = json.loads(done.stdout)
-    if not in_image:
-        descriptor["selfpath"] = f"{IMAGE_VENV}/bin"
-        descriptor["execshell"] = f"{IMAGE_VENV}/bin/python"
+    descriptor["selfpath"] = f"{IMAGE_VENV}/bin"
+    descriptor["execshell"] = f"{IMAGE_VENV}/bin/python"
     return descriptor
 
 
@@ -163,12 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chris_plugins.descriptors", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with the committed files instead of writing them")
     parser.add_argument("--registry", default=REGISTRY, help="image registry/owner (default: %(default)s)")
-    parser.add_argument("--in-image", action="store_true", help="keep selfpath/execshell as this Python reports them")
     parser.add_argument("--output-dir", type=Path, help="write the descriptors here instead of next to each plugin")
     args = parser.parse_args(argv)
     status = 0
     for plugin in PLUGINS:
-        descriptor = generate(plugin, args.registry, args.in_image)
+        descriptor = generate(plugin, args.registry)
         problems = registration_problems(descriptor)
         for problem in problems:
             print(f"{plugin.name}: {problem}", file=sys.stderr)

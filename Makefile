@@ -35,7 +35,7 @@ test-fast: $(STAMP)
 
 # Each plugin image's Python stack (x86_64, Power9) replayed in a fresh venv, plugins run as ChRIS would.
 test-images: $(STAMP)
-	$(PY) -m pytest -m images
+	$(PY) -m pytest -m images -rP  # -rP: prints each stack pair's voxel agreement
 
 # Jupyter on the project's .venv, opened on notebooks/ (BRAINSEG_NOTEBOOK_QUICK=1 for the quick mode).
 notebooks: $(STAMP)

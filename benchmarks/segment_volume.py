@@ -162,9 +162,12 @@ def measure_family(name: str, bundle: str, image_path: str, settings: Settings) 
 
 def _start_tensorflow(settings: Settings) -> None:
     """oneDNN and thread settings, before TensorFlow runs anything (both are read once)."""
-    if settings.onednn != "default":
+    from inference.runtime import configure_threads, prefer_onednn
+
+    if settings.onednn == "default":
+        prefer_onednn()  # what `python -m inference` and the plugins do
+    else:
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if settings.onednn == "on" else "0"
-    from inference.runtime import configure_threads
 
     configure_threads(settings.threads)
 
@@ -369,7 +372,7 @@ def environment(settings: Settings) -> dict[str, Any]:
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "numpy": np.__version__,
-        "TF_ENABLE_ONEDNN_OPTS": {"on": "1", "off": "0"}.get(settings.onednn, os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")),
+        "TF_ENABLE_ONEDNN_OPTS": {"on": "1", "off": "0"}.get(settings.onednn, os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1")),
         "threads": settings.threads or "TensorFlow default",
         "load_average_at_start": os.getloadavg(),
     }
@@ -392,7 +395,8 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, list[str], 
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="the most stacks per network call (Segmenter's default)")
     parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra-op threads (default: TensorFlow's, all cores)")
     parser.add_argument("--onednn", choices=("default", "on", "off"), default="default",
-                        help="TF_ENABLE_ONEDNN_OPTS in the measuring processes (default: as the environment says)")
+                        help="TF_ENABLE_ONEDNN_OPTS in the measuring processes (default: as python -m inference and the plugins "
+                        "run, on unless the environment sets it)")
     parser.add_argument("--families", nargs="+", choices=sorted(BUNDLES), default=list(BUNDLES), help="which bundles to run")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)

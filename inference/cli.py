@@ -13,7 +13,7 @@ from brainseg_tf.errors import BrainsegError
 from brainseg_tf.io import SUPPORTED_SUFFIXES
 from inference.batch import JobResult, SegmentationJob, planned_outputs, segment_files
 from inference.outputs import OUTPUT_FORMATS, OutputOptions
-from inference.runtime import configure_threads
+from inference.runtime import configure_threads, import_tensorflow_quietly, prefer_onednn
 from inference.segmenter import DEFAULT_BATCH_SIZE, Segmenter
 
 logger = logging.getLogger("inference")
@@ -72,6 +72,7 @@ def _hidden(relative: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Segment every input; return 0 when all succeeded, 1 when any failed or nothing could start."""
+    prefer_onednn()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     start = time.perf_counter()
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         options = OutputOptions(args.format, args.qc, args.probabilities)
         jobs, problems = find_jobs(args.inputs, args.output_dir)
         planned_outputs(jobs, options)
+        import_tensorflow_quietly()
         configure_threads(args.threads)
         segmenter = Segmenter.from_bundle(args.model, args.batch_size)
     except (BrainsegError, ValueError) as error:

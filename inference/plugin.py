@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from brainseg_tf.io import SUPPORTED_SUFFIXES
+from inference.runtime import prefer_onednn
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def prepare_environment() -> None:
 
     Keeps TensorFlow, Keras and matplotlib from writing anywhere but the temp dir under an
     arbitrary UID; the folder is removed when the process exits. Already writable settings (e.g.
-    from the image's ENV) are kept.
+    from the image's ENV) are kept. Also quiets TensorFlow's C++ log and asks for its oneDNN
+    kernels (`inference.runtime.prefer_onednn`).
     """
     scratch: Path | None = None
     for variable in ("HOME", "KERAS_HOME", "MPLCONFIGDIR"):
@@ -49,6 +51,7 @@ def prepare_environment() -> None:
         folder.mkdir(exist_ok=True)
         os.environ[variable] = str(folder)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prefer_onednn()
 
 
 def _writable(folder: Path) -> bool:
@@ -89,7 +92,7 @@ def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bun
     """
     from inference.batch import segment_files
     from inference.outputs import OutputOptions
-    from inference.runtime import configure_threads
+    from inference.runtime import configure_threads, import_tensorflow_quietly
     from inference.segmenter import Segmenter
 
     _log_to_stdout()
@@ -99,6 +102,7 @@ def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bun
         return _fail([f"{inputdir}: no input matches --pattern {options.pattern!r}"])
     logger.info("%s: %d input volume(s)", plugin, len(jobs))
     try:
+        import_tensorflow_quietly()
         configure_threads(options.threads or None)
         segmenter = Segmenter.from_bundle(bundle)
         output_options = OutputOptions(options.format, options.qc, options.probabilities)

@@ -9,6 +9,17 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(autouse=True)
+def _restore_onednn_variable():
+    """Entry points run in-process set TF_ENABLE_ONEDNN_OPTS; later tests' subprocesses must not inherit it."""
+    before = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    yield
+    if before is None:
+        os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    else:
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = before
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Caches built without an explicit cache_dir land in a session temp folder, never in ~/.cache."""

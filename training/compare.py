@@ -190,7 +190,10 @@ def _method_worker(method: Method, input_spec: dict[str, Any], images: dict[str,
     """In the fresh process: load the method, segment each image, save labels, report times and peak RSS."""
     started = time.perf_counter()
     if method.kind == "bundle":
-        import tensorflow  # noqa: F401  (the runtime's import is timed apart from the model load)
+        from inference.runtime import import_tensorflow_quietly, prefer_onednn
+
+        prefer_onednn()  # as `python -m inference` and the plugins run
+        import_tensorflow_quietly()  # the runtime's import is timed apart from the model load
         from inference.segmenter import Segmenter
 
         imported = time.perf_counter()

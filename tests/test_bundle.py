@@ -24,6 +24,8 @@ from brainseg_tf.bundle import (
     write_manifest,
     write_model_bundle,
 )
+from brainseg_tf.bundle.manifest import sha256_file
+from brainseg_tf.bundle.reexport import reexport_bundle
 from brainseg_tf.config import Config
 from brainseg_tf.errors import BundleError
 from brainseg_tf.labels import TISSUE
@@ -286,3 +288,50 @@ def test_input_spec_from_config():
     }  # fmt: skip
     patches = input_spec_from_config(Config().replace({"generator.mode": "patches", "generator.patch_shape": [32, 32, 32]}))
     assert (patches["channels"], patches["patch_shape"], patches["slice_axis"], patches["context"]) == (1, [32, 32, 32], None, None)
+
+
+# --- re-exporting ---------------------------------------------------------------------------------
+
+
+def _saved_variables(bundle: Path) -> int:
+    import tensorflow as tf
+
+    return len(tf.train.list_variables(str(bundle / "saved_model" / "variables" / "variables")))
+
+
+def test_reexport_folds_an_older_export_and_keeps_weights_and_record(bundles, tmp_path, monkeypatch):
+    import brainseg_tf.models.fold as fold
+
+    with monkeypatch.context() as patch:  # an exporter from before folding
+        patch.setattr(fold, "fold_batch_norm", lambda model: model)
+        old = write_model_bundle(tmp_path / "old", load_keras_model(bundles["multi"]), family="multiclass", label_set=TISSUE, config=CONFIG, metrics={})
+    record, keras_file, unfolded = (old / "bundle.json").read_bytes(), (old / "model.keras").read_bytes(), _saved_variables(old)
+
+    reexport_bundle(old)
+
+    assert (old / "bundle.json").read_bytes() == record and (old / "model.keras").read_bytes() == keras_file
+    assert verify_bundle(old)["kind"] == "model"
+    assert _saved_variables(old) < unfolded  # the batch norms' variables are gone
+    batch = _batch((2, 32, 48, 3), seed=9)
+    np.testing.assert_allclose(load_serving_function(old)(batch), load_keras_model(old)(batch, training=False), atol=1e-4)
+
+
+def test_reexport_of_an_ensemble_records_its_members_new_manifests(bundles, tmp_path):
+    ensemble = Path(shutil.copytree(bundles["ensemble"], tmp_path / "ensemble"))
+    before = json.loads((ensemble / "bundle.json").read_text())
+
+    reexport_bundle(ensemble)
+
+    after = json.loads((ensemble / "bundle.json").read_text())
+    assert [m["sha256"] for m in after["members"]] == [sha256_file(ensemble / m["path"] / "manifest.sha256") for m in after["members"]]
+    assert {k: v for k, v in after.items() if k != "members"} == {k: v for k, v in before.items() if k != "members"}
+    assert read_bundle_info(ensemble).kind == "ensemble"
+
+
+def test_reexport_refuses_a_tampered_bundle_and_leaves_it_as_it_was(multi_copy):
+    _flip_byte(multi_copy / "model.keras")
+    files = {p: p.read_bytes() for p in multi_copy.rglob("*") if p.is_file()}
+    with pytest.raises(BundleError, match="sha256 does not match"):
+        reexport_bundle(multi_copy)
+    assert {p: p.read_bytes() for p in multi_copy.rglob("*") if p.is_file()} == files
+    assert [p.name for p in multi_copy.parent.iterdir() if p.name.startswith(".")] == []

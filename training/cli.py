@@ -14,6 +14,7 @@ import yaml
 
 from brainseg_tf.config import QUICK_OVERRIDES, Config, load_config
 from brainseg_tf.errors import BrainsegError
+from inference.runtime import import_tensorflow_quietly
 
 logger = logging.getLogger("training")
 
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   f"Default: <training.output_dir>/{default_run}")
         command.add_argument("--bundle", type=Path, metavar="DIR", help="where the final bundle goes (default: <run-dir>/bundle)")
     _add_compare(commands)
+    reexport = commands.add_parser("reexport", help="rewrite bundles' SavedModels from their model.keras with the current exporter "
+                                                    "(weights and training record kept)")
+    reexport.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE", help="model or ensemble bundle folder")
+    reexport.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    reexport.set_defaults(config=None, overrides=[], quick=False)
     return parser
 
 
@@ -130,8 +136,20 @@ def compare(args: argparse.Namespace, config: Config) -> None:
     run_comparison(config, options)
 
 
+def reexport(args: argparse.Namespace, config: Config) -> None:
+    """Rewrite each bundle's SavedModel(s) from its own verified model.keras."""
+    from brainseg_tf.bundle.reexport import reexport_bundle
+
+    for bundle in args.bundles:
+        reexport_bundle(bundle)
+
+
+TENSORFLOW_COMMANDS = ("prepare-data", "multiclass", "single-class", "ensemble", "reexport")
+"""Commands that run TensorFlow in this process (compare runs it in fresh worker processes only, whose
+peak memory would otherwise start from this process's)."""
+
 COMMANDS = {"config": show_config, "prepare-data": prepare_data, "multiclass": multiclass, "single-class": single_class, "ensemble": ensemble,
-            "compare": compare}
+            "compare": compare, "reexport": reexport}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
+        if args.command in TENSORFLOW_COMMANDS:
+            import_tensorflow_quietly()  # its native start-up notices would bury one-line errors on stderr
         COMMANDS[args.command](args, resolve_config(args))
     except BrainsegError as error:
         logger.error("%s", error)

@@ -6,6 +6,7 @@ unless every member is below ``threshold``: then it is background (class 0).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,30 @@ import numpy as np
 def softmax_labels(probabilities: np.ndarray) -> np.ndarray:
     """Class indices (uint8) by argmax over the last axis of softmax probabilities (..., K)."""
     return np.argmax(probabilities, axis=-1).astype(np.uint8)
+
+
+def fused_scores(member_probabilities: Sequence[np.ndarray], class_indices: Sequence[int], num_classes: int) -> np.ndarray:
+    """Per-class scores float32 (..., num_classes) of single-class sigmoid members.
+
+    Each member's probability goes to its class's channel, ``1 - max(member probabilities)`` to the
+    background channel, 0 to classes without a member. Their argmax is the fusion rule at threshold
+    0.5 (`fuse_sigmoid_members`; a member at exactly 0.5 ties with background and loses), which lets
+    the scores be resampled to another grid before the labels are taken.
+
+    Args:
+        member_probabilities: one array (..., 1) per member, all of one shape.
+        class_indices: the foreground class each member segments, distinct, in [1, num_classes).
+        num_classes: classes of the label set, background included.
+
+    Raises:
+        ValueError: members and class indices disagree, or shapes differ.
+    """
+    members = _checked_members(member_probabilities, class_indices, num_classes)
+    scores = np.zeros((*members[0].shape, num_classes), dtype=np.float32)
+    np.subtract(1.0, functools.reduce(np.maximum, members), out=scores[..., 0])
+    for class_index, probabilities in zip(class_indices, members):
+        scores[..., class_index] = probabilities
+    return scores
 
 
 def fuse_sigmoid_members(
@@ -28,12 +53,25 @@ def fuse_sigmoid_members(
         threshold: below it in every member, a voxel is background.
 
     Returns:
-        (labels uint8 (...), scores float32 (..., num_classes)): member probabilities in their
-        classes' channels, ``1 - max(member probabilities)`` in the background channel.
+        (labels uint8 (...), scores float32 (..., num_classes)): the class of the most probable
+        member (the lowest class on ties, as the argmax of the scores) or background, and the `fused_scores`.
 
     Raises:
         ValueError: members and class indices disagree, or shapes differ.
     """
+    members = _checked_members(member_probabilities, class_indices, num_classes)
+    ordered = sorted(zip(class_indices, members), key=lambda pair: pair[0])
+    winner = np.full(members[0].shape, ordered[0][0], dtype=np.uint8)
+    highest = ordered[0][1].copy()
+    for class_index, probabilities in ordered[1:]:
+        winner[probabilities > highest] = class_index  # strictly: the lower class keeps a tie
+        np.maximum(highest, probabilities, out=highest)
+    labels = np.where(highest >= threshold, winner, np.uint8(0))
+    return labels, fused_scores(member_probabilities, class_indices, num_classes)
+
+
+def _checked_members(member_probabilities: Sequence[np.ndarray], class_indices: Sequence[int], num_classes: int) -> list[np.ndarray]:
+    """The members as float32 arrays without their channel axis, after the consistency checks."""
     if len(member_probabilities) != len(class_indices) or not member_probabilities:
         raise ValueError(
             f"Expected one class index per member. Received: {len(member_probabilities)} members, class_indices={list(class_indices)}"
@@ -43,11 +81,4 @@ def fuse_sigmoid_members(
     shapes = {np.shape(p) for p in member_probabilities}
     if len(shapes) != 1 or next(iter(shapes))[-1:] != (1,):
         raise ValueError(f"Expected member probabilities of one shape (..., 1). Received shapes: {sorted(shapes)}")
-    stacked = np.concatenate([np.asarray(p, np.float32) for p in member_probabilities], axis=-1)
-    best = np.argmax(stacked, axis=-1)
-    highest = np.take_along_axis(stacked, best[..., None], axis=-1)[..., 0]
-    labels = np.where(highest >= threshold, np.asarray(class_indices, dtype=np.uint8)[best], 0).astype(np.uint8)
-    scores = np.zeros((*stacked.shape[:-1], num_classes), dtype=np.float32)
-    scores[..., list(class_indices)] = stacked
-    scores[..., 0] = 1.0 - highest
-    return labels, scores
+    return [np.asarray(p, np.float32)[..., 0] for p in member_probabilities]

@@ -22,16 +22,17 @@ from brainseg_tf.geometry import conform
 from brainseg_tf.intensity import normalize_intensity
 from brainseg_tf.io import DEFAULT_MAX_VOXELS, Volume, load_image
 from brainseg_tf.labels import LabelSet
-from inference.fusion import fuse_sigmoid_members, softmax_labels
+from inference.fusion import fused_scores, softmax_labels
 from inference.patches import PatchSpec, predict_patches
 from inference.postprocess import keep_largest_components
 from inference.predict import PredictFunction, SliceSpec, predict_volume
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 32  # slices per call: 32 ran faster than 16 or 64 with oneDNN on 2 cores (docs/benchmarks.md)
 PATCH_BATCH_SIZE = 2  # 3D patches are ~100x the voxels of a slice: a few per call bound the memory
 ENSEMBLE_THRESHOLD = 0.5
+"""The fusion rule's threshold that the ensemble's scores encode (`inference.fusion.fused_scores`)."""
 SHARED_PREPROCESSING = ("orientation", "voxel_size", "lower_percentile", "upper_percentile")
 """input_spec keys every network of one segmenter must agree on: they share one conformed image."""
 
@@ -85,7 +86,9 @@ class Segmenter:
         family: ``"multiclass"`` or ``"single_class"``.
         batch_size: slices per prediction call of a 2.5D network (fixed, so the function is traced
             once); 3D patch networks take `PATCH_BATCH_SIZE` patches per call.
-        threshold: ensemble only: below it in every member, a voxel is background.
+
+    An ensemble's labels follow the fusion rule at `ENSEMBLE_THRESHOLD`: the most probable member's
+    class, background where every member is below 0.5.
     """
 
     def __init__(
@@ -95,20 +98,18 @@ class Segmenter:
         input_spec: dict[str, Any],
         family: str,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        threshold: float = ENSEMBLE_THRESHOLD,
     ) -> None:
         if family not in ("multiclass", "single_class"):
             raise ValueError(f"Expected family 'multiclass' or 'single_class'. Received: family={family!r}")
         if not networks or (family == "multiclass" and len(networks) != 1):
             raise ValueError(f"Expected one multi-class network or at least one single-class member. Received: {len(networks)} for {family}")
-        if batch_size < 1 or not 0 < threshold < 1:
-            raise ValueError(f"Expected batch_size >= 1 and 0 < threshold < 1. Received: batch_size={batch_size}, threshold={threshold}")
+        if batch_size < 1:
+            raise ValueError(f"Expected batch_size >= 1. Received: batch_size={batch_size}")
         self.networks = list(networks)
         self.label_set = label_set
         self.input_spec = dict(input_spec)
         self.family = family
         self.batch_size = batch_size
-        self.threshold = threshold
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike[str], batch_size: int = DEFAULT_BATCH_SIZE) -> Segmenter:
@@ -181,8 +182,7 @@ class Segmenter:
         if self.family == "multiclass":
             return outputs[0]
         classes = [int(n.class_index) for n in self.networks]  # type: ignore[arg-type]
-        _, scores = fuse_sigmoid_members(outputs, classes, self.label_set.num_classes, self.threshold)
-        return scores
+        return fused_scores(outputs, classes, self.label_set.num_classes)
 
 
     def _predict(self, normalised: np.ndarray, network: Network) -> np.ndarray:

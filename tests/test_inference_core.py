@@ -9,7 +9,7 @@ from brainseg_tf.config import GeneratorConfig
 from brainseg_tf.data.pipeline import SampleSource
 from brainseg_tf.datasets.cache import Subject
 from brainseg_tf.labels import TISSUE
-from inference.fusion import fuse_sigmoid_members, softmax_labels
+from inference.fusion import fuse_sigmoid_members, fused_scores, softmax_labels
 from inference.predict import SliceSpec, predict_volume
 
 
@@ -73,6 +73,18 @@ def test_fusion_takes_the_most_confident_member_and_background_below_threshold()
     assert labels.tolist() == [2, 3, 3, 0]
     assert np.allclose(scores[:, 2], gray[:, 0]) and np.allclose(scores[:, 3], white[:, 0])
     assert np.allclose(scores[:, 0], [0.1, 0.2, 0.3, 0.8]) and np.all(scores[:, 1] == 0)
+
+
+def test_fused_scores_argmax_is_the_fusion_rule_at_one_half() -> None:
+    rng = np.random.default_rng(11)
+    members = [rng.random((40, 30, 1), dtype=np.float32) ** power for power in (1.0, 2.0, 0.5)]
+    members[1][:5] = members[0][:5]  # ties between members go to the lower class
+    classes = [3, 1, 2]
+    labels, scores = fuse_sigmoid_members(members, classes, num_classes=5, threshold=0.5)
+    assert np.array_equal(scores, fused_scores(members, classes, num_classes=5))
+    assert np.array_equal(softmax_labels(scores), labels)
+    assert set(np.unique(labels)) == {0, 1, 2, 3} and np.all(scores[..., 4] == 0)
+    assert not np.any(labels[:5] == 3) and np.any(labels[:5] == 1)
 
 
 @pytest.mark.parametrize(

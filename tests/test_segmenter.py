@@ -172,7 +172,6 @@ def test_segment_refuses_a_4d_image() -> None:
         ({"family": "softmax"}, "family"),
         ({"networks": []}, "network"),
         ({"batch_size": 0}, "batch_size"),
-        ({"threshold": 1.5}, "threshold"),
     ],
 )
 def test_segmenter_checks_its_arguments(arguments: dict, phrase: str) -> None:

@@ -33,12 +33,7 @@ def fused_scores(member_probabilities: Sequence[np.ndarray], class_indices: Sequ
     Raises:
         ValueError: members and class indices disagree, or shapes differ.
     """
-    members = _checked_members(member_probabilities, class_indices, num_classes)
-    scores = np.zeros((*members[0].shape, num_classes), dtype=np.float32)
-    np.subtract(1.0, functools.reduce(np.maximum, members), out=scores[..., 0])
-    for class_index, probabilities in zip(class_indices, members):
-        scores[..., class_index] = probabilities
-    return scores
+    return _scores(_checked_members(member_probabilities, class_indices, num_classes), class_indices, num_classes)
 
 
 def fuse_sigmoid_members(
@@ -67,7 +62,16 @@ def fuse_sigmoid_members(
         winner[probabilities > highest] = class_index  # strictly: the lower class keeps a tie
         np.maximum(highest, probabilities, out=highest)
     labels = np.where(highest >= threshold, winner, np.uint8(0))
-    return labels, fused_scores(member_probabilities, class_indices, num_classes)
+    return labels, _scores(members, class_indices, num_classes)
+
+
+def _scores(members: list[np.ndarray], class_indices: Sequence[int], num_classes: int) -> np.ndarray:
+    """`fused_scores` of members already checked by `_checked_members`."""
+    scores = np.zeros((*members[0].shape, num_classes), dtype=np.float32)
+    np.subtract(1.0, functools.reduce(np.maximum, members), out=scores[..., 0])
+    for class_index, probabilities in zip(class_indices, members):
+        scores[..., class_index] = probabilities
+    return scores
 
 
 def _checked_members(member_probabilities: Sequence[np.ndarray], class_indices: Sequence[int], num_classes: int) -> list[np.ndarray]:

@@ -25,7 +25,6 @@ def prefer_onednn() -> None:
         logger.debug("%s set after TensorFlow was imported: it may not take effect", ONEDNN_VARIABLE)
 
 
-
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with the notices its native code prints while starting discarded.
 

@@ -22,22 +22,39 @@ def normalize_intensity(image: np.ndarray, lower_percentile: float = 0.5, upper_
             f"Received: lower_percentile={lower_percentile}, upper_percentile={upper_percentile}"
         )
     image = _finite_image(image)
-    floor = np.percentile(image, lower_percentile)
+    floor = _low_percentile(image, lower_percentile)
     foreground = image[image > floor]
     if foreground.size == 0:
         raise ValueError("Expected an image with contrast. Received: a constant image")
     low, high = np.percentile(foreground, [lower_percentile, upper_percentile])
     if high <= low:
         low, high = float(floor), float(foreground.max())
-    scaled = (np.clip(image, low, high) - low) / (high - low)
-    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+    scaled = image.astype(np.float64)  # one float64 buffer, worked in place: (clip(x) - low) / (high - low)
+    np.clip(scaled, low, high, out=scaled)
+    scaled -= low
+    scaled /= high - low
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    return scaled.astype(np.float32)
+
+
+def _low_percentile(image: np.ndarray, percentile: float) -> np.floating:
+    """``np.percentile(image, percentile)``, without sorting when the image's minimum fills that rank.
+
+    Most heads sit in a field of one background value: then both order statistics the percentile
+    interpolates between are the minimum, and so is the percentile.
+    """
+    minimum = image.min()
+    rank = int((image.size - 1) * percentile / 100) + 1  # the upper of the two order statistics used
+    if np.count_nonzero(image == minimum) > rank + 1:  # one more for rounding of the rank
+        return minimum
+    return np.percentile(image, percentile)
 
 
 def _finite_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
     if image.size == 0:
         raise ValueError("Expected an image with voxels. Received: an empty array")
-    bad = int(image.size - np.isfinite(image).sum())
+    bad = int(image.size - np.count_nonzero(np.isfinite(image)))
     if bad:
         raise ValueError(f"Expected finite intensities. Received: {bad} NaN or infinite voxels")
     return image

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainseg_tf.intensity import normalize_intensity
+from brainseg_tf.intensity import _low_percentile, normalize_intensity
 
 SHAPE = (16, 16, 16)
 
@@ -107,3 +107,14 @@ def test_empty_or_non_finite_images_raise(image: np.ndarray, phrase: str) -> Non
 def test_bad_percentiles_raise(lower: float, upper: float) -> None:
     with pytest.raises(ValueError, match="lower_percentile"):
         normalize_intensity(_head(), lower_percentile=lower, upper_percentile=upper)
+
+
+@pytest.mark.parametrize("background", [0, 1, 5, 400])
+def test_low_percentile_shortcut_equals_numpy_percentile(background: int) -> None:
+    """A field of one minimum value short-cuts the sort; fewer such voxels than the rank do not."""
+    rng = np.random.default_rng(background)
+    image = np.concatenate([np.full(background, -3.0, np.float32), rng.random(1000, dtype=np.float32)]).reshape(-1, 1, 1)
+    for percentile in (0.0, 0.5, 2.0, 30.0):
+        found = _low_percentile(image, percentile)
+        expected = np.percentile(image, percentile)
+        assert found == expected and found.dtype == expected.dtype

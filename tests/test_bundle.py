@@ -300,10 +300,10 @@ def _saved_variables(bundle: Path) -> int:
 
 
 def test_reexport_folds_an_older_export_and_keeps_weights_and_record(bundles, tmp_path, monkeypatch):
-    import brainseg_tf.models.fold as fold
+    import brainseg_tf.models.serving as serving
 
     with monkeypatch.context() as patch:  # an exporter from before folding
-        patch.setattr(fold, "fold_batch_norm", lambda model: model)
+        patch.setattr(serving, "fold_batch_norm", lambda model: model)
         old = write_model_bundle(tmp_path / "old", load_keras_model(bundles["multi"]), family="multiclass", label_set=TISSUE, config=CONFIG, metrics={})
     record, keras_file, unfolded = (old / "bundle.json").read_bytes(), (old / "model.keras").read_bytes(), _saved_variables(old)
 

@@ -23,20 +23,20 @@ def export_saved_model(model, directory: Path) -> None:
     ``ExportArchive`` with ``track(model)`` stores every weight twice (the Keras variables and the
     TensorFlow variables the endpoint captured), doubling the folder's size.
 
-    The served function is ``model`` with its batch norms folded into the convolutions before them
-    (`brainseg_tf.models.fold`): the same probabilities with a third of the passes over each
-    feature map; `check_serving_matches` compares it with the unfolded Keras model.
+    The served function is ``model`` rewritten for inference (`brainseg_tf.models.serving`: batch
+    norms folded into the convolutions before them, a softmax head in a faster form): the same
+    probabilities to float32 rounding; `check_serving_matches` compares it with the Keras model.
     """
     import tensorflow as tf
 
-    from brainseg_tf.models.fold import fold_batch_norm
+    from brainseg_tf.models.serving import serving_network
 
-    served = fold_batch_norm(model)
+    served = serving_network(model)
     rank = len(model.inputs[0].shape)
     spec = tf.TensorSpec((None,) * (rank - 1) + (model.inputs[0].shape[-1],), tf.float32, name=INPUT_NAME)
 
     def serve(image):
-        return {OUTPUT_NAME: tf.cast(served(image, training=False), tf.float32)}
+        return {OUTPUT_NAME: tf.cast(served(image), tf.float32)}
 
     function = tf.function(serve, input_signature=[spec], autograph=False)
     concrete = function.get_concrete_function()

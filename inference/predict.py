@@ -8,8 +8,10 @@ volume's ends; in-plane axes are the two other volume axes in ascending order.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,7 +112,9 @@ def plan_prediction(image: np.ndarray, spec: SliceSpec, batch_size: int = 16) ->
     return PredictionPlan(shape, box, spec.slice_axis, slices, in_plane, padding, 2 * spec.context + 1, per_batch, batches)  # type: ignore[arg-type]
 
 
-def predict_volume(image: np.ndarray, predict: PredictFunction, spec: SliceSpec, batch_size: int = 16) -> np.ndarray:
+def predict_volume(
+    image: np.ndarray, predict: PredictFunction, spec: SliceSpec, batch_size: int = 16, concurrent_calls: int = 1
+) -> np.ndarray:
     """Probabilities for every voxel of a conformed image, float32 (I, J, K, output_channels).
 
     Only the box around voxels above ``spec.background_threshold`` (plus ``spec.margin``) is
@@ -119,26 +123,66 @@ def predict_volume(image: np.ndarray, predict: PredictFunction, spec: SliceSpec,
     stacks, at most ``batch_size``: the stacks spread evenly over ``ceil(slices / batch_size)``
     batches and the last is filled up with zero stacks (fewer than there are batches), so a compiled
     function sees one shape per volume. `plan_prediction` tells in advance what is computed.
+
+    Args:
+        image: conformed, normalised image (I, J, K), RAS+.
+        predict: the network; called from ``concurrent_calls`` threads at once when above 1 (it
+            must be thread-safe, as TensorFlow functions are).
+        spec: slice axis, context, padding and background rule.
+        batch_size: the most stacks in one call of ``predict``.
+        concurrent_calls: tasks in flight at once: batches, and the filling of the certain
+            background. On 2 cores, 3 calls keep both busy while one builds its batch or stores its
+            result (docs/benchmarks.md).
+
+    Raises:
+        ValueError: ``concurrent_calls < 1``, or ``predict`` returns an unexpected shape.
     """
+    if isinstance(concurrent_calls, bool) or not isinstance(concurrent_calls, (int, np.integer)) or concurrent_calls < 1:
+        raise ValueError(f"Expected concurrent_calls as an int >= 1. Received: concurrent_calls={concurrent_calls!r}")
     plan = plan_prediction(image, spec, batch_size)
-    probabilities = _background(plan.image_shape, spec.output_channels)
+    probabilities = np.empty((*plan.image_shape, spec.output_channels), dtype=np.float32)
     if plan.box is None:
         logger.warning("the image holds no voxel above %.2f: every voxel is background", spec.background_threshold)
+        _fill_background(probabilities, tuple(slice(None) for _ in range(3)))
         return probabilities
     logger.debug("predicting %d stacks of %s in %d batches of %d", plan.slices, plan.stack_shape, plan.batches, plan.batch_size)
-    slabs = np.pad(np.moveaxis(image[plan.box], spec.slice_axis, 0), [(0, 0), *plan.padding])
+    stacks = _stacks(np.moveaxis(image[plan.box], spec.slice_axis, 0), spec.context, plan.padding)
+    box_view = np.moveaxis(probabilities[plan.box], spec.slice_axis, 0)  # (S, H, W, K), a view into probabilities
     crop = tuple(slice(before, before + size) for (before, _), size in zip(plan.padding, plan.in_plane_shape))
-    stacks = _stacks(slabs, spec.context)
-    predicted = _predict_in_batches(stacks, predict, plan.batch_size, spec.output_channels)[:, crop[0], crop[1]]
-    probabilities[plan.box] = np.moveaxis(predicted, 0, spec.slice_axis)
+
+    def run(start: int) -> None:
+        batch = _batch(stacks, start, plan.batch_size)
+        result = np.asarray(predict(batch))
+        if result.shape != (*batch.shape[:3], spec.output_channels):
+            raise ValueError(f"Expected predictions of shape {(*batch.shape[:3], spec.output_channels)}. Received: {result.shape}")
+        stop = min(start + plan.batch_size, plan.slices)
+        box_view[start:stop] = result[: stop - start, crop[0], crop[1]]
+
+    def fill_outside_box() -> None:
+        for region in _outside(plan.box, plan.image_shape):
+            _fill_background(probabilities, region)
+
+    batches = [functools.partial(run, start) for start in range(0, plan.slices, plan.batch_size)]
+    _run_all([fill_outside_box, *batches], concurrent_calls)  # the box's outside is written while the first batches run
     return probabilities
 
 
-def _background(shape: tuple[int, ...], channels: int) -> np.ndarray:
-    probabilities = np.zeros((*shape, channels), dtype=np.float32)
-    if channels > 1:
-        probabilities[..., 0] = 1.0
-    return probabilities
+def _fill_background(probabilities: np.ndarray, region: tuple[slice, slice, slice]) -> None:
+    """Certain background in ``region``: probability 1 for channel 0 of a softmax output, 0 elsewhere."""
+    probabilities[region] = 0.0
+    if probabilities.shape[-1] > 1:
+        probabilities[(*region, 0)] = 1.0
+
+
+def _outside(box: tuple[slice, slice, slice], shape: tuple[int, int, int]) -> list[tuple[slice, slice, slice]]:
+    """Disjoint regions that together cover every voxel of ``shape`` outside ``box`` (at most six slabs)."""
+    regions = []
+    for axis in range(3):
+        rest = tuple(slice(None) for _ in range(axis + 1, 3))
+        for part in (slice(0, box[axis].start), slice(box[axis].stop, shape[axis])):
+            if part.stop > part.start:
+                regions.append((*box[:axis], part, *rest))
+    return regions
 
 
 def content_box(image: np.ndarray, threshold: float, margin: int) -> tuple[slice, slice, slice] | None:
@@ -160,22 +204,33 @@ def _centred_padding(size: int, multiple: int) -> tuple[int, int]:
     return (extra // 2, extra - extra // 2)
 
 
-def _stacks(slabs: np.ndarray, context: int) -> np.ndarray:
-    """(S, H, W) -> (S, H, W, 2 * context + 1) views: each slice with its neighbours, zeros beyond the ends."""
-    padded = np.pad(slabs, [(context, context), (0, 0), (0, 0)])
+def _stacks(slabs: np.ndarray, context: int, padding: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """(S, H, W) -> (S, H', W', 2 * context + 1) views: each slice with its neighbours, zeros beyond
+    the ends, in-plane axes padded with zeros by ``padding`` (one copy of the slabs in all)."""
+    padded = np.pad(slabs, [(context, context), *padding])
     return np.lib.stride_tricks.sliding_window_view(padded, 2 * context + 1, axis=0)
 
 
-def _predict_in_batches(stacks: np.ndarray, predict: PredictFunction, batch_size: int, channels: int) -> np.ndarray:
-    count = stacks.shape[0]
-    out = np.empty((*stacks.shape[:3], channels), dtype=np.float32)
-    for start in range(0, count, batch_size):
-        batch = np.ascontiguousarray(stacks[start : start + batch_size], dtype=np.float32)
-        filled = batch.shape[0]
-        if filled < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - filled, *batch.shape[1:]), np.float32)])
-        result = np.asarray(predict(batch))
-        if result.shape[:3] != batch.shape[:3] or result.shape[-1] != channels:
-            raise ValueError(f"Expected predictions of shape {(*batch.shape[:3], channels)}. Received: {result.shape}")
-        out[start : start + filled] = result[:filled]
-    return out
+def _batch(stacks: np.ndarray, start: int, batch_size: int) -> np.ndarray:
+    """Stacks ``start`` to ``start + batch_size`` as one contiguous float32 batch, zero stacks past the end."""
+    batch = np.zeros((batch_size, *stacks.shape[1:]), dtype=np.float32)
+    chunk = stacks[start : start + batch_size]
+    batch[: len(chunk)] = chunk
+    return batch
+
+
+def _run_all(tasks: list[Callable[[], None]], concurrent_calls: int) -> None:
+    """Every task, in order of start, ``concurrent_calls`` at a time; the first error is raised, and
+    tasks not started by then are not run."""
+    if concurrent_calls == 1 or len(tasks) < 2:
+        for task in tasks:
+            task()
+        return
+    with ThreadPoolExecutor(max_workers=concurrent_calls, thread_name_prefix="predict") as pool:
+        futures = [pool.submit(task) for task in tasks]
+        try:
+            for future in futures:
+                future.result()
+        finally:
+            for future in futures:
+                future.cancel()

@@ -29,7 +29,9 @@ from inference.predict import PredictFunction, SliceSpec, predict_volume
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 32  # slices per call: 32 ran faster than 16 or 64 with oneDNN on 2 cores (docs/benchmarks.md)
+DEFAULT_BATCH_SIZE = 16  # slices per call (docs/benchmarks.md)
+DEFAULT_WORKERS = 3
+"""Prediction calls in flight at once, and blocks of the final argmax taken at once (docs/benchmarks.md)."""
 PATCH_BATCH_SIZE = 2  # 3D patches are ~100x the voxels of a slice: a few per call bound the memory
 ENSEMBLE_THRESHOLD = 0.5
 """The fusion rule's threshold that the ensemble's scores encode (`inference.fusion.fused_scores`)."""
@@ -86,6 +88,8 @@ class Segmenter:
         family: ``"multiclass"`` or ``"single_class"``.
         batch_size: slices per prediction call of a 2.5D network (fixed, so the function is traced
             once); 3D patch networks take `PATCH_BATCH_SIZE` patches per call.
+        workers: prediction calls of a 2.5D network in flight at once, and blocks of the argmax
+            taken at once; 1 runs everything in the calling thread.
 
     An ensemble's labels follow the fusion rule at `ENSEMBLE_THRESHOLD`: the most probable member's
     class, background where every member is below 0.5.
@@ -98,6 +102,7 @@ class Segmenter:
         input_spec: dict[str, Any],
         family: str,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        workers: int = DEFAULT_WORKERS,
     ) -> None:
         if family not in ("multiclass", "single_class"):
             raise ValueError(f"Expected family 'multiclass' or 'single_class'. Received: family={family!r}")
@@ -105,14 +110,17 @@ class Segmenter:
             raise ValueError(f"Expected one multi-class network or at least one single-class member. Received: {len(networks)} for {family}")
         if batch_size < 1:
             raise ValueError(f"Expected batch_size >= 1. Received: batch_size={batch_size}")
+        if workers < 1:
+            raise ValueError(f"Expected workers >= 1. Received: workers={workers}")
         self.networks = list(networks)
         self.label_set = label_set
         self.input_spec = dict(input_spec)
         self.family = family
         self.batch_size = batch_size
+        self.workers = workers
 
     @classmethod
-    def from_bundle(cls, path: str | os.PathLike[str], batch_size: int = DEFAULT_BATCH_SIZE) -> Segmenter:
+    def from_bundle(cls, path: str | os.PathLike[str], batch_size: int = DEFAULT_BATCH_SIZE, workers: int = DEFAULT_WORKERS) -> Segmenter:
         """Verify a bundle's sha256 manifest (members included), then load each SavedModel signature.
 
         Nothing in the bundle is deserialised before the manifest is checked; the `.keras` files are
@@ -130,7 +138,7 @@ class Segmenter:
         else:
             raise BundleError(info.path, "a single single_class model is not a segmenter: use the ensemble bundle that holds it")
         logger.info("loaded %s bundle %s (%d network%s)", info.family, info.path.name, len(networks), "s" * (len(networks) > 1))
-        return cls(networks, info.label_set, info.input_spec, info.family, batch_size)
+        return cls(networks, info.label_set, info.input_spec, info.family, batch_size, workers)
 
     @property
     def voxel_size(self) -> float:
@@ -170,7 +178,7 @@ class Segmenter:
         normalised = normalize_intensity(conformed.array, self.input_spec["lower_percentile"], self.input_spec["upper_percentile"])
         scores = self._scores(normalised)
         on_input = inverse(scores, "linear").array
-        labels = softmax_labels(on_input)
+        labels = softmax_labels(on_input, self.workers)
         if largest_component:
             labels = keep_largest_components(labels, on_input, self.label_set.foreground_classes)
         seconds = time.perf_counter() - start
@@ -184,11 +192,10 @@ class Segmenter:
         classes = [int(n.class_index) for n in self.networks]  # type: ignore[arg-type]
         return fused_scores(outputs, classes, self.label_set.num_classes)
 
-
     def _predict(self, normalised: np.ndarray, network: Network) -> np.ndarray:
         if isinstance(network.spec, PatchSpec):
             return predict_patches(normalised, network.predict, network.spec, PATCH_BATCH_SIZE)
-        return predict_volume(normalised, network.predict, network.spec, self.batch_size)
+        return predict_volume(normalised, network.predict, network.spec, self.batch_size, self.workers)
 
 
 def reading_spec(input_spec: dict[str, Any], output_channels: int) -> SliceSpec | PatchSpec:

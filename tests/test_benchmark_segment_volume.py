@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -83,3 +84,13 @@ def test_quick_benchmark_runs_both_families(tmp_path: Path) -> None:
         assert result["peak_rss_bytes"] > 0 and result["possible_gflops"] > 0 and result["segment_seconds"][0] > 0
         assert 0 < result["gflop_useful"] <= result["gflop_run"]
     assert results["ensemble"]["gflop_run"] == pytest.approx(3 * results["multi-class"]["gflop_run"], rel=0.01)
+
+
+def test_network_seconds_count_overlapping_calls_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("segment_volume", ROOT / "benchmarks" / "segment_volume.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    assert module.busy_seconds([]) == 0.0
+    assert module.busy_seconds([(3.0, 4.0), (0.0, 1.0), (0.5, 2.0)]) == pytest.approx(3.0)
+    assert module.busy_seconds([(0.0, 5.0), (1.0, 2.0), (4.0, 6.0)]) == pytest.approx(6.0)

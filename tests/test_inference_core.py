@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from brainseg_tf.data.pipeline import SampleSource
 from brainseg_tf.datasets.cache import Subject
 from brainseg_tf.labels import TISSUE
 from inference.fusion import fuse_sigmoid_members, fused_scores, softmax_labels
-from inference.predict import SliceSpec, predict_volume
+from inference.predict import SliceSpec, _outside, predict_volume
 
 
 def _threshold_network(channels: int):
@@ -38,6 +40,68 @@ def test_predict_volume_covers_every_voxel_on_the_input_shape(slice_axis: int, c
     assert probabilities.shape == (*image.shape, channels) and probabilities.dtype == np.float32
     labels = (probabilities[..., 0] > 0.5) if channels == 1 else softmax_labels(probabilities)
     assert np.array_equal(labels.astype(bool), image > 0.5)
+
+
+@pytest.mark.parametrize("slice_axis", [0, 2])
+def test_concurrent_calls_give_the_probabilities_of_one_call_at_a_time(slice_axis: int) -> None:
+    rng = np.random.default_rng(7)
+    image = np.zeros((20, 26, 18), np.float32)
+    image[3:17, 4:22, 2:16] = rng.random((14, 18, 14), dtype=np.float32)
+    spec = SliceSpec(slice_axis=slice_axis, context=1, pad_multiple=8, output_channels=3, margin=1)
+    weights = rng.normal(size=(3, 3)).astype(np.float32)
+
+    def mixing(batch: np.ndarray) -> np.ndarray:  # every output voxel depends on its own stack only
+        return batch @ weights
+
+    one_at_a_time = predict_volume(image, mixing, spec, batch_size=3, concurrent_calls=1)
+    concurrent = predict_volume(image, mixing, spec, batch_size=3, concurrent_calls=3)
+
+    assert np.array_equal(concurrent, one_at_a_time)
+    assert np.abs(one_at_a_time[3:17, 4:22, 2:16]).max() > 0.1  # the network's outputs landed
+
+
+def test_a_failing_call_among_concurrent_ones_raises_and_stops_the_rest() -> None:
+    image = np.full((8, 8, 40), 0.9, np.float32)
+    spec = SliceSpec(slice_axis=2, context=1, pad_multiple=4, output_channels=2, margin=0)
+    calls: list[int] = []
+
+    def wrong_shape(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        time.sleep(0.02)
+        return np.zeros((*batch.shape[:3], 5), np.float32)
+
+    with pytest.raises(ValueError, match="Expected predictions of shape"):
+        predict_volume(image, wrong_shape, spec, batch_size=2, concurrent_calls=2)
+    finished = len(calls)
+    time.sleep(0.1)
+    assert finished == len(calls) < 10  # of 20 batches: those not started by the first error are cancelled
+
+
+@pytest.mark.parametrize("box", [(slice(2, 5), slice(0, 7), slice(3, 4)), (slice(0, 6), slice(0, 7), slice(0, 8)), (slice(5, 6), slice(1, 2), slice(7, 8))])
+def test_regions_outside_the_box_cover_the_rest_once(box) -> None:
+    covered = np.zeros((6, 7, 8), int)
+    for region in _outside(box, covered.shape):
+        covered[region] += 1
+    covered[box] += 10
+    assert set(np.unique(covered)) <= {1, 10} and (covered[box] == 10).all() and (covered == 1).sum() == covered.size - covered[box].size
+
+
+@pytest.mark.parametrize("calls", [0, -1, 1.5, True])
+def test_predict_volume_refuses_a_bad_number_of_concurrent_calls(calls) -> None:
+    spec = SliceSpec(slice_axis=2, context=1, pad_multiple=4, output_channels=2)
+    with pytest.raises(ValueError, match="concurrent_calls"):
+        predict_volume(np.zeros((8, 8, 8), np.float32), _threshold_network(2), spec, concurrent_calls=calls)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 50])
+def test_softmax_labels_in_blocks_are_the_argmax(workers: int) -> None:
+    probabilities = np.random.default_rng(8).random((9, 7, 5, 4), dtype=np.float32)
+    probabilities[0, 0, 0] = 0.5  # a tie: the lower class, as np.argmax
+
+    labels = softmax_labels(probabilities, workers)
+
+    assert labels.dtype == np.uint8
+    assert np.array_equal(labels, np.argmax(probabilities, axis=-1))
 
 
 def test_stacks_are_built_like_the_training_generator() -> None:

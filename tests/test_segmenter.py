@@ -172,6 +172,7 @@ def test_segment_refuses_a_4d_image() -> None:
         ({"family": "softmax"}, "family"),
         ({"networks": []}, "network"),
         ({"batch_size": 0}, "batch_size"),
+        ({"workers": 0}, "workers"),
     ],
 )
 def test_segmenter_checks_its_arguments(arguments: dict, phrase: str) -> None:

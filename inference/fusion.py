@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from inference.threads import run_tasks
 
 
 def softmax_labels(probabilities: np.ndarray, workers: int = 1) -> np.ndarray:
@@ -25,12 +26,10 @@ def softmax_labels(probabilities: np.ndarray, workers: int = 1) -> np.ndarray:
     labels = np.empty(probabilities.shape[:-1], dtype=np.uint8)
     bounds = np.linspace(0, len(probabilities), workers + 1).astype(int)
 
-    def label(block: int) -> None:
-        rows = slice(bounds[block], bounds[block + 1])
+    def label(rows: slice) -> None:
         labels[rows] = np.argmax(probabilities[rows], axis=-1)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argmax") as pool:
-        list(pool.map(label, range(workers)))
+    run_tasks([functools.partial(label, slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])], workers)
     return labels
 
 

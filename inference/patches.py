@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference.predict import content_box
+from inference.predict import content_box, fill_background
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ def predict_patches(image: np.ndarray, predict: PatchPredictFunction, spec: Patc
     if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"Expected batch_size as an int >= 1. Received: batch_size={batch_size!r}")
     image = np.asarray(image, dtype=np.float32)
-    probabilities = _background(image.shape, spec.output_channels)
+    probabilities = np.empty((*image.shape, spec.output_channels), dtype=np.float32)
+    fill_background(probabilities)  # the box is overwritten below
     box = content_box(image, spec.background_threshold, spec.margin)
     if box is None:
         logger.warning("the image holds no voxel above %.2f: every voxel is background", spec.background_threshold)
@@ -130,13 +131,6 @@ def _is_int(value: object) -> bool:
 
 def _is_real(value: object) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _background(shape: tuple[int, ...], channels: int) -> np.ndarray:
-    probabilities = np.zeros((*shape, channels), dtype=np.float32)
-    if channels > 1:
-        probabilities[..., 0] = 1.0
-    return probabilities
 
 
 def _pad_to_patch(region: np.ndarray, patch_shape: tuple[int, int, int]) -> tuple[np.ndarray, Box]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from inference.threads import run_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +132,8 @@ def predict_volume(
         spec: slice axis, context, padding and background rule.
         batch_size: the most stacks in one call of ``predict``.
         concurrent_calls: tasks in flight at once: batches, and the filling of the certain
-            background. On 2 cores, 3 calls keep both busy while one builds its batch or stores its
-            result (docs/benchmarks.md).
+            background. Calls overlap one another's batch building and result storing; on 2 cores,
+            3 ran fastest (docs/benchmarks.md).
 
     Raises:
         ValueError: ``concurrent_calls < 1``, or ``predict`` returns an unexpected shape.
@@ -143,7 +144,7 @@ def predict_volume(
     probabilities = np.empty((*plan.image_shape, spec.output_channels), dtype=np.float32)
     if plan.box is None:
         logger.warning("the image holds no voxel above %.2f: every voxel is background", spec.background_threshold)
-        _fill_background(probabilities, tuple(slice(None) for _ in range(3)))
+        fill_background(probabilities)
         return probabilities
     logger.debug("predicting %d stacks of %s in %d batches of %d", plan.slices, plan.stack_shape, plan.batches, plan.batch_size)
     stacks = _stacks(np.moveaxis(image[plan.box], spec.slice_axis, 0), spec.context, plan.padding)
@@ -160,15 +161,16 @@ def predict_volume(
 
     def fill_outside_box() -> None:
         for region in _outside(plan.box, plan.image_shape):
-            _fill_background(probabilities, region)
+            fill_background(probabilities, region)
 
     batches = [functools.partial(run, start) for start in range(0, plan.slices, plan.batch_size)]
-    _run_all([fill_outside_box, *batches], concurrent_calls)  # the box's outside is written while the first batches run
+    run_tasks([fill_outside_box, *batches], concurrent_calls)  # the box's outside is written while the first batches run
     return probabilities
 
 
-def _fill_background(probabilities: np.ndarray, region: tuple[slice, slice, slice]) -> None:
-    """Certain background in ``region``: probability 1 for channel 0 of a softmax output, 0 elsewhere."""
+def fill_background(probabilities: np.ndarray, region: tuple[slice, ...] = (slice(None),) * 3) -> None:
+    """Certain background in ``region`` of (I, J, K, channels) scores (all of it by default):
+    probability 1 for channel 0 of a softmax output, 0 elsewhere."""
     probabilities[region] = 0.0
     if probabilities.shape[-1] > 1:
         probabilities[(*region, 0)] = 1.0
@@ -217,20 +219,3 @@ def _batch(stacks: np.ndarray, start: int, batch_size: int) -> np.ndarray:
     chunk = stacks[start : start + batch_size]
     batch[: len(chunk)] = chunk
     return batch
-
-
-def _run_all(tasks: list[Callable[[], None]], concurrent_calls: int) -> None:
-    """Every task, in order of start, ``concurrent_calls`` at a time; the first error is raised, and
-    tasks not started by then are not run."""
-    if concurrent_calls == 1 or len(tasks) < 2:
-        for task in tasks:
-            task()
-        return
-    with ThreadPoolExecutor(max_workers=concurrent_calls, thread_name_prefix="predict") as pool:
-        futures = [pool.submit(task) for task in tasks]
-        try:
-            for future in futures:
-                future.result()
-        finally:
-            for future in futures:
-                future.cancel()

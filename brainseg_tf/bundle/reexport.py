@@ -51,8 +51,8 @@ def reexport_bundle(path: str | os.PathLike[str]) -> Path:
 
 
 def _reexport_model(folder: Path) -> None:
-    model = load_keras_model(folder)  # verifies the manifest first
-    input_spec = verify_bundle(folder)["input_spec"]
+    model = load_keras_model(folder)  # verifies the manifest, bundle.json included, first
+    input_spec = json.loads((folder / BUNDLE_JSON).read_text(encoding="utf-8"))["input_spec"]
     shutil.rmtree(folder / SAVED_MODEL_DIR)
     export_saved_model(model, folder / SAVED_MODEL_DIR)
     check_serving_matches(folder, model, input_spec)

@@ -86,12 +86,13 @@ def reorient(volume: Volume) -> tuple[Volume, np.ndarray]:
     """Permute/flip a volume's axes to RAS+ without resampling (exact).
 
     Returns:
-        The reoriented volume and the orientation transform applied.
+        The reoriented volume and the orientation transform applied. Its array is a view of the
+        input's (permuted and flipped axes, no copy): copy it before writing into it.
     """
     orientation = canonical_orientation(volume.affine)
     array = nio.apply_orientation(volume.array, orientation)
     affine = volume.affine @ nio.inv_ornt_aff(orientation, volume.shape)
-    return Volume(np.ascontiguousarray(array), affine), orientation
+    return Volume(array, affine), orientation
 
 
 def conformed_grid(grid: Grid, voxel_size: float | tuple[float, float, float]) -> Grid:
@@ -126,7 +127,9 @@ def conform(
         interpolation: ``linear`` for images, ``nearest`` for label maps.
 
     Returns:
-        (conformed volume, inverse mapping back to the input grid).
+        (conformed volume, inverse mapping back to the input grid). A volume already at the target
+        voxel size comes back as a view of the input's array (permuted and flipped, never copied):
+        copy it before writing into it.
     """
     sizes = np.asarray(voxel_size, dtype=np.float64)
     if sizes.shape not in ((), (3,)) or not (np.isfinite(sizes).all() and (sizes > 0).all()):
@@ -149,10 +152,11 @@ def _resample(array: np.ndarray, source: Grid, target: Grid, interpolation: Inte
     """Resample an array from ``source`` to ``target``, two grids with the same direction cosines.
 
     Linear interpolation of an integer array returns float32 (no truncation of in-between values);
-    nearest keeps the dtype.
+    nearest keeps the dtype. Between equal grids the array itself comes back, in its own memory
+    order: a Fortran-ordered NIfTI array is not copied into C order (later stages read any order).
     """
     if source.shape == target.shape and np.allclose(source.affine, target.affine, atol=1e-6):
-        return np.ascontiguousarray(array)
+        return array
     if interpolation == "linear" and not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
     index_map = np.linalg.solve(source.affine, target.affine)  # target voxel -> source voxel

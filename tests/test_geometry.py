@@ -92,6 +92,16 @@ def test_inverse_returns_exactly_the_input(name: str) -> None:
     np.testing.assert_array_equal(back.affine, affine)
 
 
+def test_conform_at_the_target_grid_keeps_the_array_and_its_memory_order() -> None:
+    """A 1 mm RAS NIfTI array (Fortran-ordered, as nibabel reads it) is not copied; the inverse is C-ordered."""
+    image = np.asfortranarray(np.random.default_rng(3).random(SHAPE, dtype=np.float32))
+    conformed, inverse = conform(Volume(image, AFFINES["RAS"]), voxel_size=1.0)
+    assert np.shares_memory(conformed.array, image) and conformed.array.flags.f_contiguous
+    back = inverse(conformed.array + 1.0, interpolation="linear")
+    assert back.array.flags.c_contiguous
+    np.testing.assert_array_equal(back.array, image + 1.0)
+
+
 @pytest.mark.parametrize("name", AFFINES)
 def test_reorient_is_a_pure_permutation(name: str) -> None:
     array = np.arange(np.prod(SHAPE), dtype=np.int32).reshape(SHAPE)

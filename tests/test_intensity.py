@@ -118,3 +118,24 @@ def test_low_percentile_shortcut_equals_numpy_percentile(background: int) -> Non
         found = _low_percentile(image, percentile)
         expected = np.percentile(image, percentile)
         assert found == expected and found.dtype == expected.dtype
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "flipped", "strided"])
+def test_memory_layout_changes_nothing_but_the_order_kept(layout: str) -> None:
+    """Fortran-ordered images (nibabel's NIfTI arrays) stay Fortran-ordered; values never depend on the layout."""
+    image = _head(seed=3).astype(np.float32)
+    image[2:4, 5:9, 1:3] = np.linspace(-20.0, 400.0, 16).reshape(2, 4, 2)  # outliers on both sides, off-centre
+    views = {"C": image, "F": np.asfortranarray(image), "flipped": image[::-1, :, ::-1], "strided": image[::2, 1::2]}
+    normalized = normalize_intensity(views[layout])
+    expected = normalize_intensity(np.ascontiguousarray(views[layout]))
+    np.testing.assert_array_equal(normalized, expected)
+    assert normalized.flags.f_contiguous if layout == "F" else normalized.flags.c_contiguous
+
+
+def test_scaling_in_blocks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import brainseg_tf.intensity as intensity
+
+    image = _head(seed=4)
+    whole = normalize_intensity(image)
+    monkeypatch.setattr(intensity, "SCALING_BLOCK", 7)  # blocks that end mid-row, and a short last block
+    np.testing.assert_array_equal(normalize_intensity(image), whole)

@@ -10,7 +10,7 @@ from inference.threads import run_tasks
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_every_task_runs_once_and_starts_in_order(workers: int) -> None:
+def test_every_task_runs_once(workers: int) -> None:
     started: list[int] = []
     lock = threading.Lock()
 
@@ -23,7 +23,7 @@ def test_every_task_runs_once_and_starts_in_order(workers: int) -> None:
 
     run_tasks([task(i) for i in range(12)], workers)
     assert sorted(started) == list(range(12))
-    if workers == 1:
+    if workers == 1:  # in the calling thread: one after the other, in order
         assert started == list(range(12))
 
 

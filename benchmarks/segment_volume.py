@@ -7,10 +7,12 @@ own fresh ("spawn") process, so the peak RSS printed is that family's alone. In 
 float32 matmul probe, the bundle load, one warm-up segmentation, then ``--repeats`` timed in-memory
 ``Segmenter.segment`` calls, each followed by one end-to-end run (read the NIfTI file, segment,
 write the label map and volumes table; no QC picture), then the matmul probe again. Figures are
-medians.
+medians. Segmentations are what ``python -m inference`` and the plugins run by default: labels,
+without probability maps or postprocessing (on this 1 mm template, labels taken on the conformed
+grid, see `inference.segmenter`).
 
-FLOPs per volume come from `inference.predict.plan_prediction` (the stacks `predict_volume` runs,
-zero stacks of the last batch included, and separately the useful ones) times
+FLOPs per volume come from `inference.predict.plan_prediction` (the stacks `predict_volume` and
+`predict_label_volume` run, zero stacks of the last batch included, and separately the useful ones) times
 `brainseg_tf.models.count_flops` of each network at the padded stack shape; the benchmark checks
 that the plan is what ran. Achieved GFLOP/s is FLOPs run / seconds, over the whole segmentation and
 over the network calls alone; the ratio achieved / possible compares it with the best matmul
@@ -72,20 +74,32 @@ class TimedPredict:
     """A predict function that records when each of its calls ran and the batch shapes it was given.
 
     Calls may overlap (`Segmenter` keeps several in flight): `seconds` is the wall time during
-    which at least one call ran, not the sum of the calls.
+    which at least one call ran, not the sum of the calls. `also` records another function of the
+    same network (its labels function) in the same lists.
     """
 
     def __init__(self, predict: Any) -> None:
         self.predict = predict
         self.intervals: list[tuple[float, float]] = []
         self.shapes: list[tuple[int, ...]] = []
+        self._timed_predict = self.also(predict)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        started = time.perf_counter()
-        result = self.predict(batch)
-        self.intervals.append((started, time.perf_counter()))  # list.append is atomic: safe from several threads
-        self.shapes.append(tuple(batch.shape))
-        return result
+        return self._timed_predict(batch)
+
+    def also(self, function: Any) -> Any:
+        """``function`` (e.g. the network's labels function, or None) recording its calls here too."""
+        if function is None:
+            return None
+
+        def timed(batch: np.ndarray) -> np.ndarray:
+            started = time.perf_counter()
+            result = function(batch)
+            self.intervals.append((started, time.perf_counter()))  # list.append is atomic: safe from several threads
+            self.shapes.append(tuple(batch.shape))
+            return result
+
+        return timed
 
     @property
     def seconds(self) -> float:
@@ -192,7 +206,7 @@ def _start_tensorflow(settings: Settings) -> None:
 
 
 def _instrumented_segmenter(bundle: str, batch_size: int, workers: int) -> tuple[Any, list[TimedPredict]]:
-    """The bundle's `Segmenter`, each network's predict function wrapped in a `TimedPredict`."""
+    """The bundle's `Segmenter`, each network's predict (and labels) function wrapped in a `TimedPredict`."""
     from inference.predict import SliceSpec
     from inference.segmenter import Segmenter
 
@@ -200,7 +214,7 @@ def _instrumented_segmenter(bundle: str, batch_size: int, workers: int) -> tuple
     if not all(isinstance(n.spec, SliceSpec) for n in segmenter.networks):
         raise ValueError(f"Expected a bundle of 2.5D slice networks (the FLOP count follows plan_prediction). Received: {bundle}")
     timers = [TimedPredict(n.predict) for n in segmenter.networks]
-    segmenter.networks = [dataclasses.replace(n, predict=t) for n, t in zip(segmenter.networks, timers)]
+    segmenter.networks = [dataclasses.replace(n, predict=t, predict_labels=t.also(n.predict_labels)) for n, t in zip(segmenter.networks, timers)]
     return segmenter, timers
 
 

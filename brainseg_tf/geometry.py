@@ -48,6 +48,15 @@ class ConformInverse:
     conformed_grid: Grid
     orientation: np.ndarray
 
+    @property
+    def only_reorients(self) -> bool:
+        """True when `conform` did not resample: going back permutes and flips axes, nothing else.
+
+        Voxelwise functions (e.g. an argmax over classes) then give the same result before or after
+        this inverse.
+        """
+        return _same_grid(self.reoriented_grid, self.conformed_grid)
+
     def __call__(self, volume: Volume | np.ndarray, interpolation: Interpolation = "nearest") -> Volume:
         """Put an array on the conformed grid (3D, or 4D channels-last) back onto the input grid.
 
@@ -155,7 +164,7 @@ def _resample(array: np.ndarray, source: Grid, target: Grid, interpolation: Inte
     nearest keeps the dtype. Between equal grids the array itself comes back, in its own memory
     order: a Fortran-ordered NIfTI array is not copied into C order (later stages read any order).
     """
-    if source.shape == target.shape and np.allclose(source.affine, target.affine, atol=1e-6):
+    if _same_grid(source, target):
         return array
     if interpolation == "linear" and not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
@@ -171,3 +180,8 @@ def _resample(array: np.ndarray, source: Grid, target: Grid, interpolation: Inte
         for channel in channels
     ]
     return out[0] if array.ndim == 3 else np.stack(out, axis=-1)
+
+
+def _same_grid(first: Grid, second: Grid) -> bool:
+    """Same shape, and affines equal within 1e-6 (what `_resample` leaves as it is)."""
+    return first.shape == second.shape and np.allclose(first.affine, second.affine, atol=1e-6)

@@ -109,7 +109,7 @@ def _run_job(
 ) -> JobResult:
     start = time.perf_counter()
     try:
-        image, segmentation = segmenter.segment_file(job.input, largest_component)
+        image, segmentation = segmenter.segment_file(job.input, largest_component, with_scores=options.probabilities)
         outputs = write_outputs(image, segmentation, output_paths(job.input, job.output_dir, options), model)
     except Exception as error:  # reported in one line and counted as a failure; the next input goes on
         logger.debug("%s failed", job.name, exc_info=True)

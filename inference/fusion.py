@@ -52,6 +52,21 @@ def fused_scores(member_probabilities: Sequence[np.ndarray], class_indices: Sequ
     return _scores(_checked_members(member_probabilities, class_indices, num_classes), class_indices, num_classes)
 
 
+def fused_labels(member_probabilities: Sequence[np.ndarray], class_indices: Sequence[int], num_classes: int) -> np.ndarray:
+    """The argmax of `fused_scores`, uint8 (...), without building the scores.
+
+    The class of the most probable member (the lowest class on ties), background where no member
+    is above 0.5. Exactly the argmax of the scores: ``1 - p`` is exact in float32 for ``p`` in
+    [0.5, 1], so background wins where the highest member is at or below 0.5.
+
+    Raises:
+        ValueError: members and class indices disagree, or shapes differ.
+    """
+    members = _checked_members(member_probabilities, class_indices, num_classes)
+    winner, highest = _most_probable(members, class_indices)
+    return np.where(highest > 0.5, winner, np.uint8(0))
+
+
 def fuse_sigmoid_members(
     member_probabilities: Sequence[np.ndarray], class_indices: Sequence[int], num_classes: int, threshold: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -71,14 +86,20 @@ def fuse_sigmoid_members(
         ValueError: members and class indices disagree, or shapes differ.
     """
     members = _checked_members(member_probabilities, class_indices, num_classes)
+    winner, highest = _most_probable(members, class_indices)
+    labels = np.where(highest >= threshold, winner, np.uint8(0))
+    return labels, _scores(members, class_indices, num_classes)
+
+
+def _most_probable(members: list[np.ndarray], class_indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(class of the most probable member, uint8; its probability): the lower class keeps a tie."""
     ordered = sorted(zip(class_indices, members), key=lambda pair: pair[0])
     winner = np.full(members[0].shape, ordered[0][0], dtype=np.uint8)
     highest = ordered[0][1].copy()
     for class_index, probabilities in ordered[1:]:
         winner[probabilities > highest] = class_index  # strictly: the lower class keeps a tie
         np.maximum(highest, probabilities, out=highest)
-    labels = np.where(highest >= threshold, winner, np.uint8(0))
-    return labels, _scores(members, class_indices, num_classes)
+    return winner, highest
 
 
 def _scores(members: list[np.ndarray], class_indices: Sequence[int], num_classes: int) -> np.ndarray:

@@ -135,7 +135,10 @@ def write_outputs(
 
     Raises:
         VolumeError / OSError: a write failed; no output of this set is left under its final name.
+        ValueError: probability maps asked for a segmentation without scores (nothing is written).
     """
+    if "probabilities" in paths and segmentation.scores is None:
+        raise ValueError("Expected a segmentation with scores for the probability maps (segment with with_scores=True). Received: none")
     volumes = structure_volumes(segmentation.labels, segmentation.label_set)
     writers: dict[str, Callable[[Path], Any]] = {
         "labels": lambda p: save_volume(segmentation.label_values(), p, "label"),
@@ -144,7 +147,7 @@ def write_outputs(
             volumes_json(volumes, segmentation.labels, segmentation.label_set, model or {}), encoding="utf-8"
         ),
         "qc": lambda p: save_volume_overlays(image, segmentation.labels, segmentation.label_set, p),
-        "probabilities": lambda p: save_volume(segmentation.scores, p, "image"),
+        "probabilities": lambda p: save_volume(segmentation.scores, p, "image"),  # type: ignore[arg-type]  (checked above)
     }
     unknown = set(paths) - set(writers)
     if unknown:

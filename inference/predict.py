@@ -20,7 +20,7 @@ from inference.threads import run_tasks
 logger = logging.getLogger(__name__)
 
 PredictFunction = Callable[[np.ndarray], np.ndarray]
-"""Maps a float32 batch (B, H, W, C) to probabilities (B, H, W, K)."""
+"""Maps a float32 batch (B, H, W, C) to probabilities (B, H, W, K), or to class indices (B, H, W)."""
 
 
 @dataclass(frozen=True)
@@ -138,34 +138,83 @@ def predict_volume(
     Raises:
         ValueError: ``concurrent_calls < 1``, or ``predict`` returns an unexpected shape.
     """
-    if isinstance(concurrent_calls, bool) or not isinstance(concurrent_calls, (int, np.integer)) or concurrent_calls < 1:
-        raise ValueError(f"Expected concurrent_calls as an int >= 1. Received: concurrent_calls={concurrent_calls!r}")
+    _check_concurrent_calls(concurrent_calls)
     plan = plan_prediction(image, spec, batch_size)
     probabilities = np.empty((*plan.image_shape, spec.output_channels), dtype=np.float32)
+
+    def fill_outside_box() -> None:
+        for region in _outside(plan.box, plan.image_shape):  # type: ignore[arg-type]
+            fill_background(probabilities, region)
+
     if plan.box is None:
-        logger.warning("the image holds no voxel above %.2f: every voxel is background", spec.background_threshold)
+        _warn_empty(spec)
         fill_background(probabilities)
         return probabilities
+    _run_batches(image, predict, spec, plan, probabilities, concurrent_calls, [fill_outside_box])
+    return probabilities
+
+
+def predict_label_volume(
+    image: np.ndarray, predict_labels: PredictFunction, spec: SliceSpec, batch_size: int = 16, concurrent_calls: int = 1
+) -> np.ndarray:
+    """Class indices for every voxel of a conformed image, uint8 (I, J, K), from a multi-class network.
+
+    The same plan, batches and background rule as `predict_volume`, for a function that returns the
+    argmax over its classes, (B, H, W) uint8, instead of the probabilities: the voxels outside the
+    predicted box are class 0. The labels equal the argmax of `predict_volume`'s probabilities when
+    ``predict_labels`` is that argmax (`brainseg_tf.bundle.ServingFunction.labels` takes it inside
+    TensorFlow: the probabilities, a float per class and voxel, are never copied out).
+
+    Raises:
+        ValueError: ``concurrent_calls < 1``, or ``predict_labels`` returns an unexpected shape.
+    """
+    _check_concurrent_calls(concurrent_calls)
+    plan = plan_prediction(image, spec, batch_size)
+    labels = np.zeros(plan.image_shape, dtype=np.uint8)  # background outside the box
+    if plan.box is None:
+        _warn_empty(spec)
+        return labels
+    _run_batches(image, predict_labels, spec, plan, labels, concurrent_calls, [])
+    return labels
+
+
+def _run_batches(
+    image: np.ndarray,
+    predict: PredictFunction,
+    spec: SliceSpec,
+    plan: PredictionPlan,
+    out: np.ndarray,
+    concurrent_calls: int,
+    other_tasks: list[Callable[[], None]],
+) -> None:
+    """Every batch of ``plan`` through ``predict``, each result cropped into ``out``'s box (I, J, K, ...);
+    ``other_tasks`` run first, alongside the first batches."""
     logger.debug("predicting %d stacks of %s in %d batches of %d", plan.slices, plan.stack_shape, plan.batches, plan.batch_size)
-    stacks = _stacks(np.moveaxis(image[plan.box], spec.slice_axis, 0), spec.context, plan.padding)
-    box_view = np.moveaxis(probabilities[plan.box], spec.slice_axis, 0)  # (S, H, W, K), a view into probabilities
+    box: tuple[slice, slice, slice] = plan.box  # type: ignore[assignment]  (callers handle an empty image)
+    stacks = _stacks(np.moveaxis(image[box], spec.slice_axis, 0), spec.context, plan.padding)
+    box_view = np.moveaxis(out[box], spec.slice_axis, 0)  # (S, H, W, ...), a view into out
     crop = tuple(slice(before, before + size) for (before, _), size in zip(plan.padding, plan.in_plane_shape))
 
     def run(start: int) -> None:
         batch = _batch(stacks, start, plan.batch_size)
         result = np.asarray(predict(batch))
-        if result.shape != (*batch.shape[:3], spec.output_channels):
-            raise ValueError(f"Expected predictions of shape {(*batch.shape[:3], spec.output_channels)}. Received: {result.shape}")
+        expected = (*batch.shape[:3], *out.shape[3:])
+        if result.shape != expected:
+            raise ValueError(f"Expected predictions of shape {expected}. Received: {result.shape}")
         stop = min(start + plan.batch_size, plan.slices)
         box_view[start:stop] = result[: stop - start, crop[0], crop[1]]
 
-    def fill_outside_box() -> None:
-        for region in _outside(plan.box, plan.image_shape):
-            fill_background(probabilities, region)
-
     batches = [functools.partial(run, start) for start in range(0, plan.slices, plan.batch_size)]
-    run_tasks([fill_outside_box, *batches], concurrent_calls)  # the box's outside is written while the first batches run
-    return probabilities
+    run_tasks([*other_tasks, *batches], concurrent_calls)
+
+
+def _check_concurrent_calls(concurrent_calls: int) -> None:
+    if isinstance(concurrent_calls, bool) or not isinstance(concurrent_calls, (int, np.integer)) or concurrent_calls < 1:
+        raise ValueError(f"Expected concurrent_calls as an int >= 1. Received: concurrent_calls={concurrent_calls!r}")
+
+
+def _warn_empty(spec: SliceSpec) -> None:
+    logger.warning("the image holds no voxel above %.2f: every voxel is background", spec.background_threshold)
 
 
 def fill_background(probabilities: np.ndarray, region: tuple[slice, ...] = (slice(None),) * 3) -> None:

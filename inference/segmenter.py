@@ -4,6 +4,11 @@ The road one volume travels: header checks and loading (`brainseg_tf.io`), confo
 RAS+ grid and voxel size (`brainseg_tf.geometry`), intensity normalisation, batched slice
 prediction (`inference.predict`), fusion of ensemble members (`inference.fusion`), per-class scores
 resampled linearly back onto the input grid, argmax there, then optional postprocessing.
+
+When conform did not resample (the input is at the networks' voxel size, in any orientation) and
+neither the scores nor postprocessing are asked for, the labels are taken on the conformed grid and
+only reoriented back: the same labels, since the argmax is voxelwise, without per-class scores for
+the whole volume. A multi-class slice network then takes the argmax inside TensorFlow.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from brainseg_tf.geometry import conform
 from brainseg_tf.intensity import normalize_intensity
 from brainseg_tf.io import DEFAULT_MAX_VOXELS, Volume, load_image
 from brainseg_tf.labels import LabelSet
-from inference.fusion import fused_scores, softmax_labels
+from inference.fusion import fused_labels, fused_scores, softmax_labels
 from inference.patches import PatchSpec, predict_patches
 from inference.postprocess import keep_largest_components
-from inference.predict import PredictFunction, SliceSpec, predict_volume
+from inference.predict import PredictFunction, SliceSpec, predict_label_volume, predict_volume
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +53,15 @@ class Network:
             (B, D, H, W, 1) -> (B, D, H, W, K) for a 3D patch network.
         spec: how the network reads a volume (from the bundle's input_spec).
         class_index: the class of a single-class member; None for a multi-class network.
+        predict_labels: for a multi-class network, optionally the argmax of ``predict`` as one
+            function, batch -> class indices uint8 (B, H, W) (e.g. `ServingFunction.labels`); without
+            it, the argmax is taken in numpy.
     """
 
     predict: PredictFunction
     spec: SliceSpec | PatchSpec
     class_index: int | None = None
+    predict_labels: PredictFunction | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,13 +70,14 @@ class Segmentation:
 
     Attributes:
         labels: class indices (uint8) with the input's shape and affine.
-        scores: per-class probabilities float32 (I, J, K, num_classes) on the input grid.
+        scores: per-class probabilities float32 (I, J, K, num_classes) on the input grid, when
+            asked for (``segment(..., with_scores=True)``); None otherwise.
         label_set: names and stored values of the classes.
         seconds: wall time from the loaded image to the labels.
     """
 
     labels: Volume
-    scores: Volume
+    scores: Volume | None
     label_set: LabelSet
     seconds: float
 
@@ -145,8 +155,10 @@ class Segmenter:
         """The isotropic voxel size (mm) the networks work at."""
         return float(self.input_spec["voxel_size"])
 
-    def segment_file(self, path: str | os.PathLike[str], largest_component: bool = False, max_voxels: int = DEFAULT_MAX_VOXELS) -> tuple[Volume, Segmentation]:
-        """Load an image (header checks first) and segment it.
+    def segment_file(
+        self, path: str | os.PathLike[str], largest_component: bool = False, max_voxels: int = DEFAULT_MAX_VOXELS, with_scores: bool = False
+    ) -> tuple[Volume, Segmentation]:
+        """Load an image (header checks first) and segment it (see `segment`).
 
         Returns:
             (the loaded image, its segmentation).
@@ -156,17 +168,18 @@ class Segmenter:
         """
         image = load_image(path, max_voxels)
         try:
-            return image, self.segment(image, largest_component)
+            return image, self.segment(image, largest_component, with_scores)
         except ValueError as error:  # e.g. a constant image: nothing to normalise
             raise VolumeError(path, str(error)) from None
 
-    def segment(self, image: Volume, largest_component: bool = False) -> Segmentation:
+    def segment(self, image: Volume, largest_component: bool = False, with_scores: bool = False) -> Segmentation:
         """Segment an in-memory image (3D, any orientation and voxel size).
 
         Args:
             image: the T1 volume with its affine.
             largest_component: keep only the largest connected component of each class
                 (voxels removed go to their next most probable class).
+            with_scores: also return the per-class scores on the input grid (`Segmentation.scores`).
 
         Raises:
             ValueError: not a 3D image, or an image without contrast.
@@ -176,13 +189,26 @@ class Segmenter:
         start = time.perf_counter()
         conformed, inverse = conform(image, self.voxel_size, "linear")
         normalised = normalize_intensity(conformed.array, self.input_spec["lower_percentile"], self.input_spec["upper_percentile"])
-        scores = self._scores(normalised)
-        on_input = inverse(scores, "linear").array
+        if inverse.only_reorients and not (with_scores or largest_component):
+            labels = inverse(self._labels(normalised), "nearest").array
+            return Segmentation(image.with_array(labels), None, self.label_set, time.perf_counter() - start)
+        on_input = inverse(self._scores(normalised), "linear").array
         labels = softmax_labels(on_input, self.workers)
         if largest_component:
             labels = keep_largest_components(labels, on_input, self.label_set.foreground_classes)
-        seconds = time.perf_counter() - start
-        return Segmentation(image.with_array(labels), image.with_array(on_input), self.label_set, seconds)
+        scores = image.with_array(on_input) if with_scores else None
+        return Segmentation(image.with_array(labels), scores, self.label_set, time.perf_counter() - start)
+
+    def _labels(self, normalised: np.ndarray) -> np.ndarray:
+        """Class indices on the conformed grid, uint8: the argmax of `_scores`, without building them."""
+        if self.family == "multiclass":
+            network = self.networks[0]
+            if network.predict_labels is not None and isinstance(network.spec, SliceSpec):  # (a patch network blends probabilities)
+                return predict_label_volume(normalised, network.predict_labels, network.spec, self.batch_size, self.workers)
+            return softmax_labels(self._predict(normalised, network), self.workers)
+        outputs = [self._predict(normalised, n) for n in self.networks]
+        classes = [int(n.class_index) for n in self.networks]  # type: ignore[arg-type]
+        return fused_labels(outputs, classes, self.label_set.num_classes)
 
     def _scores(self, normalised: np.ndarray) -> np.ndarray:
         """Per-class scores on the conformed grid: softmax probabilities, or fused member probabilities."""
@@ -217,7 +243,9 @@ def _network(info: BundleInfo, output_channels: int, class_index: int | None = N
         spec = reading_spec(info.input_spec, output_channels)
     except (ValueError, TypeError, KeyError) as error:
         raise BundleError(info.path, f"unusable input_spec ({error})") from None
-    return Network(load_serving_function(info.path), spec, class_index)
+    serving = load_serving_function(info.path)
+    takes_labels = output_channels > 1 and isinstance(spec, SliceSpec)  # patches overlap: their probabilities are blended first
+    return Network(serving, spec, class_index, serving.labels if takes_labels else None)
 
 
 def _check_shared_preprocessing(info: BundleInfo) -> None:

@@ -82,6 +82,7 @@ def test_quick_benchmark_runs_both_families(tmp_path: Path) -> None:
     assert len(results["ensemble"]["network_paths"]) == 3 and len(results["multi-class"]["network_paths"]) == 1
     for result in results.values():
         assert result["peak_rss_bytes"] > 0 and result["possible_gflops"] > 0 and result["segment_seconds"][0] > 0
+        assert 0 < result["network_seconds"][0] < result["segment_seconds"][0]  # the calls were timed, labels function included
         assert 0 < result["gflop_useful"] <= result["gflop_run"]
     assert results["ensemble"]["gflop_run"] == pytest.approx(3 * results["multi-class"]["gflop_run"], rel=0.01)
 

@@ -24,6 +24,8 @@ from brainseg_tf.bundle import (
     write_manifest,
     write_model_bundle,
 )
+from brainseg_tf.bundle.export import _check_labels
+from brainseg_tf.bundle.load import _argmax_function
 from brainseg_tf.bundle.manifest import sha256_file
 from brainseg_tf.bundle.reexport import reexport_bundle
 from brainseg_tf.config import Config
@@ -98,6 +100,37 @@ def test_saved_model_matches_keras_on_another_shape(bundles):
         serve(_batch((1, 30, 32, 3)))
 
 
+@pytest.mark.parametrize("source", ["labels signature", "argmax of serving_default"])
+def test_serving_labels_are_the_argmax_of_the_probabilities(bundles, source):
+    import tensorflow as tf
+
+    serve = load_serving_function(bundles["multi"])
+    assert sorted(serve._loaded.signatures) == ["labels", "serving_default"]  # a softmax network gets both
+    if source != "labels signature":  # as for a bundle exported before the labels signature existed
+        serve._labels = _argmax_function(serve._signature, serve._input_name, tf.TensorSpec(serve.input_shape, tf.float32))
+    for shape, seed in (((3, 32, 48, 3), 5), ((1, 16, 24, 3), 6)):  # any batch shape
+        batch = _batch(shape, seed=seed)
+        labels = serve.labels(batch)
+        assert labels.dtype == np.uint8 and labels.shape == shape[:3]
+        np.testing.assert_array_equal(labels, np.argmax(serve(batch), axis=-1))
+    assert len(np.unique(labels)) > 1  # a probe that tells a constant answer apart
+    with pytest.raises(ValueError, match="multiples of pad_multiple=4"):
+        serve.labels(_batch((1, 30, 32, 3)))
+
+
+def test_a_sigmoid_network_has_no_labels_signature(bundles):
+    assert sorted(load_serving_function(bundles[2])._loaded.signatures) == ["serving_default"]
+
+
+def test_labels_that_miss_the_highest_probability_are_refused(tmp_path):
+    probabilities = np.array([[[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]]], np.float32)
+    _check_labels(tmp_path, np.array([[1, 0]], np.uint8), probabilities)  # the argmax: accepted
+    with pytest.raises(BundleError, match="0.2 below the highest"):
+        _check_labels(tmp_path, np.array([[1, 2]], np.uint8), probabilities)
+    with pytest.raises(BundleError, match="expected uint8"):
+        _check_labels(tmp_path, np.array([[1, 0]], np.int64), probabilities)
+
+
 def test_serving_function_needs_no_keras(bundles, tmp_path):
     """In a process where importing keras fails (as on an image without Keras 3), the SavedModel still serves."""
     np.save(tmp_path / "x.npy", _batch((1, 32, 48, 3), seed=4))
@@ -108,6 +141,7 @@ def test_serving_function_needs_no_keras(bundles, tmp_path):
         "from brainseg_tf.bundle import load_serving_function\n"
         f"serve = load_serving_function({str(bundles['multi'])!r})\n"
         f"np.save({str(tmp_path / 'y.npy')!r}, serve(np.load({str(tmp_path / 'x.npy')!r})))\n"
+        f"assert serve.labels(np.load({str(tmp_path / 'x.npy')!r})).dtype == np.uint8\n"
         "assert sys.modules['keras'] is None, 'keras was imported'\n"
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}

@@ -103,6 +103,14 @@ def test_conform_at_the_target_grid_keeps_the_array_and_its_memory_order() -> No
 
 
 @pytest.mark.parametrize("name", AFFINES)
+def test_inverse_only_reorients_when_conform_did_not_resample(name: str) -> None:
+    image = Volume(np.zeros(SHAPE, np.float32), AFFINES[name])
+    assert conform(image, voxel_size=1.0)[1].only_reorients
+    assert not conform(image, voxel_size=2.0)[1].only_reorients
+    assert not conform(image, voxel_size=(1.0, 1.0, 1.2))[1].only_reorients
+
+
+@pytest.mark.parametrize("name", AFFINES)
 def test_reorient_is_a_pure_permutation(name: str) -> None:
     array = np.arange(np.prod(SHAPE), dtype=np.int32).reshape(SHAPE)
     reoriented, orientation = reorient(Volume(array, AFFINES[name]))

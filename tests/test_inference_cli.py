@@ -111,3 +111,19 @@ def test_an_empty_folder_is_one_failure_among_good_inputs(tmp_path: Path, capsys
     assert main(["--model", str(MULTICLASS), str(tmp_path / "empty"), str(good), "--output-dir", str(tmp_path / "out"), "--no-qc"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [f"{tmp_path / 'empty'}: no .nii.gz, .nii, .mgz file in this folder"]
     assert _outputs(tmp_path / "out") == ["good_labels.nii", "good_volumes.csv", "good_volumes.json"]
+
+
+@pytest.mark.parametrize("affine", [np.eye(4), np.diag([1.0, 1.0, 1.5, 1.0])], ids=["1 mm", "resampled"])
+def test_probability_maps_are_written_when_asked_and_agree_with_the_labels(affine: np.ndarray, tmp_path: Path) -> None:
+    from brainseg_tf.labels import TISSUE
+
+    image = np.zeros((24, 26, 20), np.float32)
+    image[3:21, 4:22, 3:17] = np.random.default_rng(2).random((18, 18, 14), dtype=np.float32) + 0.2
+    scan = save_volume(Volume(image, affine), tmp_path / "scan.nii.gz")
+    assert main(["--model", str(MULTICLASS), str(scan), "--output-dir", str(tmp_path / "out"), "--no-qc", "--probabilities"]) == 0
+    probabilities = nib.load(tmp_path / "out" / "scan_probabilities.nii.gz")
+    labels = load_label_map(tmp_path / "out" / "scan_labels.nii.gz")
+    assert probabilities.shape == (*image.shape, TISSUE.num_classes) and np.allclose(probabilities.affine, affine)
+    scores = np.asarray(probabilities.dataobj, np.float32)
+    assert np.allclose(scores.sum(axis=-1), 1.0, atol=1e-4)
+    assert np.array_equal(TISSUE.to_values(np.argmax(scores, axis=-1)), labels.array)

@@ -11,8 +11,8 @@ from brainseg_tf.config import GeneratorConfig
 from brainseg_tf.data.pipeline import SampleSource
 from brainseg_tf.datasets.cache import Subject
 from brainseg_tf.labels import TISSUE
-from inference.fusion import fuse_sigmoid_members, fused_scores, softmax_labels
-from inference.predict import SliceSpec, _outside, predict_volume
+from inference.fusion import fuse_sigmoid_members, fused_labels, fused_scores, softmax_labels
+from inference.predict import SliceSpec, _outside, predict_label_volume, predict_volume
 
 
 def _threshold_network(channels: int):
@@ -130,6 +130,46 @@ def test_empty_image_is_all_background() -> None:
     assert np.all(probabilities[..., 0] == 1) and np.all(probabilities[..., 1:] == 0)
 
 
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+@pytest.mark.parametrize("calls", [1, 3])
+def test_label_volume_is_the_argmax_of_the_probabilities(slice_axis: int, calls: int) -> None:
+    rng = np.random.default_rng(5)
+    image = np.zeros((20, 26, 18), np.float32)
+    image[3:17, 4:22, 2:16] = rng.random((14, 18, 14), dtype=np.float32)
+    spec = SliceSpec(slice_axis=slice_axis, context=1, pad_multiple=8, output_channels=4, margin=1)
+    weights = rng.normal(size=(3, 4)).astype(np.float32) * 6
+
+    def network(batch: np.ndarray) -> np.ndarray:  # every output voxel depends on its own stack only
+        return np.cos(batch @ weights) - np.array([2.0, 0, 0, 0], np.float32)  # class 0 never wins in the box
+
+    def network_labels(batch: np.ndarray) -> np.ndarray:
+        return np.argmax(network(batch), axis=-1).astype(np.uint8)
+
+    probabilities = predict_volume(image, network, spec, batch_size=5, concurrent_calls=calls)
+    labels = predict_label_volume(image, network_labels, spec, batch_size=5, concurrent_calls=calls)
+
+    assert labels.dtype == np.uint8 and labels.shape == image.shape
+    assert np.array_equal(labels, softmax_labels(probabilities))
+    assert len(np.unique(labels[3:17, 4:22, 2:16])) >= 3 and np.all(labels[:2] == 0)
+
+
+def test_label_volume_of_an_empty_image_is_background_without_a_call() -> None:
+    spec = SliceSpec(slice_axis=2, context=1, pad_multiple=4, output_channels=3)
+
+    def never(batch: np.ndarray) -> np.ndarray:
+        raise AssertionError("called on an empty image")
+
+    labels = predict_label_volume(np.zeros((8, 8, 8), np.float32), never, spec)
+    assert labels.dtype == np.uint8 and not labels.any()
+
+
+def test_label_volume_refuses_probabilities_in_place_of_labels() -> None:
+    image = np.full((8, 8, 12), 0.9, np.float32)
+    spec = SliceSpec(slice_axis=2, context=1, pad_multiple=4, output_channels=3, margin=0)
+    with pytest.raises(ValueError, match=r"Expected predictions of shape \(4, 8, 8\)"):
+        predict_label_volume(image, _threshold_network(3), spec, batch_size=4)
+
+
 def test_fusion_takes_the_most_confident_member_and_background_below_threshold() -> None:
     gray = np.array([0.9, 0.2, 0.6, 0.1], np.float32)[:, None]
     white = np.array([0.3, 0.8, 0.7, 0.2], np.float32)[:, None]
@@ -149,6 +189,21 @@ def test_fused_scores_argmax_is_the_fusion_rule_at_one_half() -> None:
     assert np.array_equal(softmax_labels(scores), labels)
     assert set(np.unique(labels)) == {0, 1, 2, 3} and np.all(scores[..., 4] == 0)
     assert not np.any(labels[:5] == 3) and np.any(labels[:5] == 1)
+
+
+def test_fused_labels_are_the_argmax_of_the_fused_scores() -> None:
+    rng = np.random.default_rng(12)
+    members = [rng.random((40, 30, 1), dtype=np.float32) ** power for power in (1.0, 2.0, 0.5)]
+    members[1][:5] = members[0][:5]  # ties between members go to the lower class
+    members[2][5:8] = 0.5  # a member at exactly 0.5 ties with background, which wins
+    members[0][5:8] = members[1][5:8] = 0.25
+    members[0][8:10] = np.nextafter(np.float32(0.5), np.float32(1.0))  # just above 0.5: foreground
+    classes = [3, 1, 2]
+    labels = fused_labels(members, classes, num_classes=5)
+    assert labels.dtype == np.uint8
+    assert np.array_equal(labels, softmax_labels(fused_scores(members, classes, num_classes=5)))
+    assert np.all(labels[5:8] == 0) and np.all(labels[8:10] != 0)
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
 
 
 @pytest.mark.parametrize(

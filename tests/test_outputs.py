@@ -76,6 +76,16 @@ def test_write_outputs_writes_every_output_and_the_tables_agree(tmp_path: Path) 
     assert probabilities.shape == (10, 12, 8, 3) and np.allclose(probabilities.get_fdata(), segmentation.scores.array)
 
 
+def test_probability_maps_of_a_segmentation_without_scores_are_refused_before_writing(tmp_path: Path) -> None:
+    image, segmentation = _segmentation()
+    labels_only = Segmentation(segmentation.labels, None, segmentation.label_set, segmentation.seconds)
+    paths = output_paths("scan.nii.gz", tmp_path, OutputOptions(qc=False, probabilities=True))
+    with pytest.raises(ValueError, match="with_scores=True"):
+        write_outputs(image, labels_only, paths)
+    assert list(tmp_path.iterdir()) == []
+    assert write_outputs(image, labels_only, output_paths("scan.nii.gz", tmp_path, OutputOptions(qc=False)))  # labels alone are fine
+
+
 def test_a_failing_output_leaves_no_file_of_the_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     image, segmentation = _segmentation()
     paths = output_paths("scan.mgz", tmp_path, OutputOptions(qc=True))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from brainseg_tf.errors import VolumeError
+from brainseg_tf.geometry import conform
 from brainseg_tf.io import Volume, save_volume
 from brainseg_tf.labels import TISSUE
 from inference.postprocess import keep_largest_components
@@ -49,9 +50,20 @@ def _member(class_index: int):
     return predict
 
 
-def _multiclass(slice_axis: int = 2) -> Segmenter:
-    network = Network(_softmax_network, SliceSpec(slice_axis, 1, 8, 4, margin=2))
+def _multiclass(slice_axis: int = 2, predict_labels=None) -> Segmenter:
+    network = Network(_softmax_network, SliceSpec(slice_axis, 1, 8, 4, margin=2), predict_labels=predict_labels)
     return Segmenter([network], TISSUE, INPUT_SPEC, "multiclass", batch_size=4)
+
+
+class _CountedLabels:
+    """The argmax of `_softmax_network` as one function, counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.argmax(_softmax_network(batch), axis=-1).astype(np.uint8)
 
 
 def _ensemble() -> Segmenter:
@@ -96,12 +108,32 @@ GRIDS = ["RAS", "LAS", "LPS", "LIA", "oblique", "anisotropic 1x1x3"]
 def test_labels_come_back_on_the_input_grid(grid: str, family: str) -> None:
     image, expected = _grid_case(grid)
     segmenter = _multiclass() if family == "multiclass" else _ensemble()
-    segmentation = segmenter.segment(image)
-    assert segmentation.labels.array.shape == image.array.shape
-    assert np.array_equal(segmentation.labels.affine, image.affine)
-    assert segmentation.scores.array.shape == (*image.array.shape, TISSUE.num_classes)
-    assert segmentation.labels.array.dtype == np.uint8
-    assert np.array_equal(segmentation.labels.array, expected)
+    for with_scores in (False, True):  # labels alone (taken before going back, when conform did not resample), and with scores
+        segmentation = segmenter.segment(image, with_scores=with_scores)
+        assert segmentation.labels.array.shape == image.array.shape
+        assert np.array_equal(segmentation.labels.affine, image.affine)
+        assert segmentation.labels.array.dtype == np.uint8
+        assert np.array_equal(segmentation.labels.array, expected)
+        if with_scores:
+            assert segmentation.scores.array.shape == (*image.array.shape, TISSUE.num_classes)
+            assert np.array_equal(segmentation.scores.affine, image.affine)
+        else:
+            assert segmentation.scores is None
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_a_labels_function_serves_labels_alone_when_conform_did_not_resample(grid: str) -> None:
+    image, expected = _grid_case(grid)
+    counted = _CountedLabels()
+    segmenter = _multiclass(predict_labels=counted)
+    resamples = not conform(image, 1.0)[1].only_reorients
+    assert resamples == (grid == "anisotropic 1x1x3")
+    assert np.array_equal(segmenter.segment(image).labels.array, expected)
+    assert (counted.calls > 0) != resamples  # the labels function, unless scores must be resampled
+    calls = counted.calls
+    for options in ({"with_scores": True}, {"largest_component": True}):
+        assert np.array_equal(segmenter.segment(image, **options).labels.array, expected)
+        assert counted.calls == calls  # scores wanted: the probabilities, not the labels function
 
 
 @pytest.mark.parametrize("slice_axis", [0, 1])
@@ -212,6 +244,9 @@ def test_tiny_real_bundles_of_both_reading_modes_segment_through_from_bundle(mod
     model = build_segmenter("multiclass", shape, TISSUE.num_classes, config.model)
     bundle = write_model_bundle(tmp_path / mode, model, family="multiclass", label_set=TISSUE, config=config, metrics={})
     image, _ = _grid_case("LIA")
-    segmentation = Segmenter.from_bundle(bundle).segment(image)
+    segmenter = Segmenter.from_bundle(bundle)
+    segmentation = segmenter.segment(image, with_scores=True)
     assert segmentation.labels.array.shape == image.array.shape and np.array_equal(segmentation.labels.affine, image.affine)
     assert np.allclose(segmentation.scores.array.sum(axis=-1), 1.0, atol=1e-4)  # softmax survives blending and resampling
+    assert np.array_equal(segmenter.segment(image).labels.array, segmentation.labels.array)  # labels alone: the same
+    assert (segmenter.networks[0].predict_labels is not None) == (mode == "slices")

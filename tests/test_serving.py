@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from brainseg_tf.config import ModelConfig
 from brainseg_tf.models import build_segmenter
-from brainseg_tf.models.serving import channel_softmax, serving_network
+from brainseg_tf.models.serving import channel_softmax, serving_functions, serving_network
 
 SMALL = ModelConfig(base_filters=4, depth=2)
 
@@ -42,6 +42,28 @@ def test_served_network_computes_the_models_probabilities(family, input_shape, c
     assert found.shape == expected.shape
     np.testing.assert_allclose(found, expected, atol=2e-5)
     assert np.abs(expected - expected.mean()).max() > 1e-2  # a probe that tells the networks apart
+
+
+@pytest.mark.parametrize(("family", "input_shape"), [("multiclass", (None, None, 3)), ("multiclass", (None, None, None, 1))])
+def test_served_labels_are_the_class_of_highest_probability(family, input_shape):
+    keras.utils.set_random_seed(5)
+    model = build_segmenter(family, input_shape, 4, SMALL)
+    spatial = (16, 24) if len(input_shape) == 3 else (8, 8, 12)
+    batch = np.random.default_rng(6).normal(size=(2, *spatial, input_shape[-1])).astype(np.float32) * 3
+
+    _, labels_function = serving_functions(model)
+    labels = labels_function(tf.constant(batch)).numpy()
+
+    probabilities = np.asarray(model(batch, training=False))
+    assert labels.dtype == np.uint8 and labels.shape == probabilities.shape[:-1]
+    chosen = np.take_along_axis(probabilities, labels[..., None].astype(np.intp), axis=-1)[..., 0]
+    np.testing.assert_allclose(chosen, probabilities.max(axis=-1), atol=1e-6)
+    assert len(np.unique(labels)) > 1
+
+
+def test_a_sigmoid_network_has_no_labels_function():
+    model = build_segmenter("single_class", (None, None, 3), 4, SMALL)
+    assert serving_functions(model)[1] is None
 
 
 def test_a_softmax_over_another_axis_is_served_as_it_is():

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from brainseg_tf.bundle.spec import INPUT_NAME, OUTPUT_NAME, SAVED_MODEL_DIR, SIGNATURE
+from brainseg_tf.bundle.spec import INPUT_NAME, LABELS_OUTPUT, LABELS_SIGNATURE, OUTPUT_NAME, SAVED_MODEL_DIR, SIGNATURE
 from brainseg_tf.errors import BundleError
 
 SERVING_ATOL = 1e-4
@@ -15,10 +15,12 @@ SERVING_ATOL = 1e-4
 
 
 def export_saved_model(model, directory: Path) -> None:
-    """Export ``model`` as a TensorFlow SavedModel with one keras-free signature.
+    """Export ``model`` as a TensorFlow SavedModel with keras-free signatures.
 
     ``serving_default`` takes ``image``: float32 ``(None, ..., channels)`` with every spatial size
-    unknown, and returns ``{"probabilities": float32}``. Written with TensorFlow's own
+    unknown, and returns ``{"probabilities": float32}``. A softmax network has a second signature,
+    ``labels``: the same input, ``{"labels": uint8 (None, ...)}``, the class of highest probability
+    taken from the logits (no softmax computed). Written with TensorFlow's own
     `tf.saved_model.save` around the traced function and the variables it captures: Keras'
     ``ExportArchive`` with ``track(model)`` stores every weight twice (the Keras variables and the
     TensorFlow variables the endpoint captured), doubling the folder's size.
@@ -29,21 +31,28 @@ def export_saved_model(model, directory: Path) -> None:
     """
     import tensorflow as tf
 
-    from brainseg_tf.models.serving import serving_network
+    from brainseg_tf.models.serving import serving_functions
 
-    served = serving_network(model)
+    served, labelled = serving_functions(model)
     rank = len(model.inputs[0].shape)
     spec = tf.TensorSpec((None,) * (rank - 1) + (model.inputs[0].shape[-1],), tf.float32, name=INPUT_NAME)
 
     def serve(image):
         return {OUTPUT_NAME: tf.cast(served(image), tf.float32)}
 
-    function = tf.function(serve, input_signature=[spec], autograph=False)
-    concrete = function.get_concrete_function()
+    def labels(image):
+        return {LABELS_OUTPUT: labelled(image)}  # type: ignore[misc]  (only traced for a softmax head)
+
     module = tf.Module(name="brainseg_serving")
-    module.serve = function
-    module.weights = list(concrete.variables)  # what the signature reads, tracked so the SavedModel restores it
-    tf.saved_model.save(module, str(directory), signatures={SIGNATURE: concrete})
+    signatures = {SIGNATURE: serve} if labelled is None else {SIGNATURE: serve, LABELS_SIGNATURE: labels}
+    concrete = {}
+    for name, function in signatures.items():
+        traced = tf.function(function, input_signature=[spec], autograph=False)
+        setattr(module, name, traced)
+        concrete[name] = traced.get_concrete_function()
+    variables = {id(v): v for c in concrete.values() for v in c.variables}  # the signatures share one folded model
+    module.weights = list(variables.values())  # what the signatures read, tracked so the SavedModel restores it
+    tf.saved_model.save(module, str(directory), signatures=concrete)
 
 
 def inference_copy(target: Path, model):
@@ -80,4 +89,19 @@ def check_serving_matches(staging: Path, model, input_spec: dict[str, Any]) -> N
     difference = float(np.max(np.abs(found - expected)))
     if found.shape != expected.shape or not difference <= SERVING_ATOL:
         problem = f"disagrees with the Keras model on a probe (shape {found.shape} vs {expected.shape}, max difference {difference:g})"
+        raise BundleError(staging / SAVED_MODEL_DIR, problem)
+    if LABELS_SIGNATURE in loaded.signatures:
+        labels = loaded.signatures[LABELS_SIGNATURE](**{INPUT_NAME: tf.constant(probe)})[LABELS_OUTPUT].numpy()
+        _check_labels(staging, labels, expected)
+
+
+def _check_labels(staging: Path, labels: np.ndarray, probabilities: np.ndarray) -> None:
+    """The labels signature picks, at every voxel of the probe, a class of highest probability (to `SERVING_ATOL`)."""
+    if labels.dtype != np.uint8 or labels.shape != probabilities.shape[:-1]:
+        problem = f"labels signature gives {labels.dtype} {labels.shape}, expected uint8 {probabilities.shape[:-1]}"
+        raise BundleError(staging / SAVED_MODEL_DIR, problem)
+    chosen = np.take_along_axis(probabilities, labels[..., None].astype(np.intp), axis=-1)[..., 0]
+    shortfall = float(np.max(probabilities.max(axis=-1) - chosen))
+    if not shortfall <= SERVING_ATOL:
+        problem = f"labels signature disagrees with the Keras model on a probe (a chosen class is {shortfall:g} below the highest probability)"
         raise BundleError(staging / SAVED_MODEL_DIR, problem)

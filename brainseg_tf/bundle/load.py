@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from brainseg_tf.bundle.spec import KERAS_FILE, OUTPUT_NAME, SAVED_MODEL_DIR, SIGNATURE
+from brainseg_tf.bundle.spec import KERAS_FILE, LABELS_OUTPUT, LABELS_SIGNATURE, OUTPUT_NAME, SAVED_MODEL_DIR, SIGNATURE
 from brainseg_tf.bundle.verify import verify_bundle
 from brainseg_tf.errors import BundleError
 
@@ -66,6 +66,7 @@ class ServingFunction:
             raise BundleError(path / SAVED_MODEL_DIR, f"expected one input and an output {OUTPUT_NAME!r} in {SIGNATURE!r}")
         ((self._input_name, spec),) = inputs.items()
         self.input_shape: tuple[int | None, ...] = tuple(spec.shape.as_list())
+        self._labels = self._labels_function(loaded, spec)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``(N, ..., channels_out)`` float32 for a batch ``(N, ..., channels_in)``.
@@ -80,6 +81,34 @@ class ServingFunction:
         outputs = self._signature(**{self._input_name: tf.constant(batch)})
         return outputs[OUTPUT_NAME].numpy()
 
+    def labels(self, batch: np.ndarray) -> np.ndarray:
+        """Class indices ``(N, ...)`` uint8: the class of highest probability, found inside TensorFlow.
+
+        From the bundle's ``labels`` signature (the argmax of the logits, no softmax computed) when
+        it has one; otherwise the argmax of ``serving_default``'s probabilities, in a TensorFlow
+        function (on an exact tie the lowest index, as `numpy.argmax`: seen on CPU, not promised by
+        TensorFlow's documentation). Either way no float per class and voxel is copied out
+        (docs/benchmarks.md). Meant for multi-class (softmax) networks.
+
+        Raises:
+            ValueError: as `__call__`.
+        """
+        import tensorflow as tf
+
+        batch = np.asarray(batch, dtype=np.float32)
+        self._check(batch.shape)
+        return self._labels(tf.constant(batch)).numpy()
+
+    def _labels_function(self, loaded: Any, input_spec: Any) -> Any:
+        """The labels signature as ``batch -> uint8 tensor`` when the SavedModel has it, else `_argmax_function`."""
+        if LABELS_SIGNATURE not in loaded.signatures:
+            return _argmax_function(self._signature, self._input_name, input_spec)
+        signature = loaded.signatures[LABELS_SIGNATURE]
+        _, inputs = signature.structured_input_signature
+        if list(inputs) != [self._input_name] or list(signature.structured_outputs) != [LABELS_OUTPUT]:
+            raise BundleError(self.path / SAVED_MODEL_DIR, f"expected input {self._input_name!r} and output {LABELS_OUTPUT!r} in {LABELS_SIGNATURE!r}")
+        return lambda batch: signature(**{self._input_name: batch})[LABELS_OUTPUT]
+
     def _check(self, shape: tuple[int, ...]) -> None:
         expected = self.input_shape
         if len(shape) != len(expected) or shape[-1] != expected[-1]:
@@ -90,6 +119,18 @@ class ServingFunction:
                 f"Expected spatial sizes that are multiples of pad_multiple={multiple} for {self.path} "
                 f"(pad with brainseg_tf.models.padded_shape). Received: shape={shape}"
             )
+
+
+def _argmax_function(signature: Any, input_name: str, input_spec: Any) -> Any:
+    """A TensorFlow function ``batch -> uint8 argmax over the channels of signature(batch)[OUTPUT_NAME]``,
+    traced once for every batch shape the signature accepts."""
+    import tensorflow as tf
+
+    def argmax(batch: Any) -> Any:
+        probabilities = signature(**{input_name: batch})[OUTPUT_NAME]
+        return tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
+
+    return tf.function(argmax, input_signature=[tf.TensorSpec(input_spec.shape, tf.float32)])
 
 
 def load_serving_function(path: str | os.PathLike[str]) -> ServingFunction:

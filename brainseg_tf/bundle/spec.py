@@ -19,6 +19,9 @@ MEMBERS_DIR = "members"
 SIGNATURE = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+LABELS_SIGNATURE = "labels"
+"""A softmax network's second signature: ``image`` -> ``{LABELS_OUTPUT: uint8 class indices}``."""
+LABELS_OUTPUT = "labels"
 
 KINDS: tuple[str, ...] = ("model", "ensemble")
 FAMILIES: tuple[str, ...] = ("multiclass", "single_class")  # as brainseg_tf.models, without importing keras

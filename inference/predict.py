@@ -141,15 +141,16 @@ def predict_volume(
     _check_concurrent_calls(concurrent_calls)
     plan = plan_prediction(image, spec, batch_size)
     probabilities = np.empty((*plan.image_shape, spec.output_channels), dtype=np.float32)
-
-    def fill_outside_box() -> None:
-        for region in _outside(plan.box, plan.image_shape):  # type: ignore[arg-type]
-            fill_background(probabilities, region)
-
     if plan.box is None:
         _warn_empty(spec)
         fill_background(probabilities)
         return probabilities
+    box = plan.box
+
+    def fill_outside_box() -> None:
+        for region in _outside(box, plan.image_shape):
+            fill_background(probabilities, region)
+
     _run_batches(image, predict, spec, plan, probabilities, concurrent_calls, [fill_outside_box])
     return probabilities
 

@@ -66,7 +66,7 @@ class ServingFunction:
             raise BundleError(path / SAVED_MODEL_DIR, f"expected one input and an output {OUTPUT_NAME!r} in {SIGNATURE!r}")
         ((self._input_name, spec),) = inputs.items()
         self.input_shape: tuple[int | None, ...] = tuple(spec.shape.as_list())
-        self._labels = self._labels_function(loaded, spec)
+        self._labels = self._labels_function(loaded, spec)  # spec: the signature's input TensorSpec
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``(N, ..., channels_out)`` float32 for a batch ``(N, ..., channels_in)``.
@@ -99,10 +99,10 @@ class ServingFunction:
         self._check(batch.shape)
         return self._labels(tf.constant(batch)).numpy()
 
-    def _labels_function(self, loaded: Any, input_spec: Any) -> Any:
+    def _labels_function(self, loaded: Any, batch_spec: Any) -> Any:
         """The labels signature as ``batch -> uint8 tensor`` when the SavedModel has it, else `_argmax_function`."""
         if LABELS_SIGNATURE not in loaded.signatures:
-            return _argmax_function(self._signature, self._input_name, input_spec)
+            return _argmax_function(self._signature, self._input_name, batch_spec)
         signature = loaded.signatures[LABELS_SIGNATURE]
         _, inputs = signature.structured_input_signature
         if list(inputs) != [self._input_name] or list(signature.structured_outputs) != [LABELS_OUTPUT]:
@@ -121,16 +121,16 @@ class ServingFunction:
             )
 
 
-def _argmax_function(signature: Any, input_name: str, input_spec: Any) -> Any:
+def _argmax_function(signature: Any, input_name: str, batch_spec: Any) -> Any:
     """A TensorFlow function ``batch -> uint8 argmax over the channels of signature(batch)[OUTPUT_NAME]``,
-    traced once for every batch shape the signature accepts."""
+    traced once for every batch shape the signature accepts (``batch_spec``, its input `tf.TensorSpec`)."""
     import tensorflow as tf
 
     def argmax(batch: Any) -> Any:
         probabilities = signature(**{input_name: batch})[OUTPUT_NAME]
         return tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
 
-    return tf.function(argmax, input_signature=[tf.TensorSpec(input_spec.shape, tf.float32)])
+    return tf.function(argmax, input_signature=[tf.TensorSpec(batch_spec.shape, tf.float32)])
 
 
 def load_serving_function(path: str | os.PathLike[str]) -> ServingFunction:

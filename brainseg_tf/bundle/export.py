@@ -37,14 +37,10 @@ def export_saved_model(model, directory: Path) -> None:
     rank = len(model.inputs[0].shape)
     spec = tf.TensorSpec((None,) * (rank - 1) + (model.inputs[0].shape[-1],), tf.float32, name=INPUT_NAME)
 
-    def serve(image):
-        return {OUTPUT_NAME: tf.cast(served(image), tf.float32)}
-
-    def labels(image):
-        return {LABELS_OUTPUT: labelled(image)}  # type: ignore[misc]  (only traced for a softmax head)
-
+    signatures = {SIGNATURE: lambda image: {OUTPUT_NAME: tf.cast(served(image), tf.float32)}}
+    if labelled is not None:
+        signatures[LABELS_SIGNATURE] = lambda image: {LABELS_OUTPUT: labelled(image)}
     module = tf.Module(name="brainseg_serving")
-    signatures = {SIGNATURE: serve} if labelled is None else {SIGNATURE: serve, LABELS_SIGNATURE: labels}
     concrete = {}
     for name, function in signatures.items():
         traced = tf.function(function, input_signature=[spec], autograph=False)

@@ -64,7 +64,7 @@ bench-inference: $(STAMP)
 
 # Multi-class vs ensemble vs classical baselines on the held-out test subjects -> docs/comparison.md (+ PNG chart).
 compare: $(STAMP)
-	$(PY) -m training compare --config configs/train-default.yaml
+	$(PY) -m evaluation compare --config configs/train-default.yaml
 
 # Refresh constraints.txt from a clean resolve of pyproject.toml's ranges.
 lock:

@@ -195,7 +195,7 @@ def measure_family(name: str, bundle: str, image_path: str, settings: Settings) 
 
 def _start_tensorflow(settings: Settings) -> None:
     """oneDNN and thread settings, before TensorFlow runs anything (both are read once)."""
-    from inference.runtime import configure_threads, prefer_onednn
+    from brainseg_tf.runtime import configure_threads, prefer_onednn
 
     if settings.onednn == "default":
         prefer_onednn()  # what `python -m inference` and the plugins do
@@ -207,27 +207,24 @@ def _start_tensorflow(settings: Settings) -> None:
 
 def _instrumented_segmenter(bundle: str, batch_size: int, workers: int) -> tuple[Any, list[TimedPredict]]:
     """The bundle's `Segmenter`, each network's predict (and labels) function wrapped in a `TimedPredict`."""
-    from inference.predict import SliceSpec
+    from brainseg_tf.config import InferenceConfig
+    from inference.inferers import SliceInferer
     from inference.segmenter import Segmenter
 
-    segmenter = Segmenter.from_bundle(bundle, batch_size, workers)
-    if not all(isinstance(n.spec, SliceSpec) for n in segmenter.networks):
+    segmenter = Segmenter.from_bundle(bundle, InferenceConfig(batch_size=batch_size, workers=workers))
+    networks = segmenter.head.networks
+    if not all(isinstance(n.inferer, SliceInferer) for n in networks):
         raise ValueError(f"Expected a bundle of 2.5D slice networks (the FLOP count follows plan_prediction). Received: {bundle}")
-    timers = [TimedPredict(n.predict) for n in segmenter.networks]
-    segmenter.networks = [dataclasses.replace(n, predict=t, predict_labels=t.also(n.predict_labels)) for n, t in zip(segmenter.networks, timers)]
+    timers = [TimedPredict(n.predict) for n in networks]
+    timed = tuple(dataclasses.replace(n, predict=t, predict_labels=t.also(n.predict_labels)) for n, t in zip(networks, timers))
+    segmenter.head = dataclasses.replace(segmenter.head, networks=timed)
     return segmenter, timers
 
 
 def _plans(segmenter: Any, image: Any) -> list[Any]:
-    """Each network's `PredictionPlan` for the image, preprocessed as `Segmenter.segment` does it."""
-    from brainseg_tf.geometry import conform
-    from brainseg_tf.intensity import normalize_intensity
-    from inference.predict import plan_prediction
-
-    conformed, _ = conform(image, segmenter.voxel_size, "linear")
-    spec = segmenter.input_spec
-    normalised = normalize_intensity(conformed.array, spec["lower_percentile"], spec["upper_percentile"])
-    return [plan_prediction(normalised, n.spec, segmenter.batch_size) for n in segmenter.networks]
+    """Each network's `PredictionPlan` for the image, prepared by the bundle's input contract as `Segmenter.segment` does."""
+    prepared = segmenter.input_spec.prepare(image)
+    return [n.inferer.plan(prepared.array) for n in segmenter.head.networks]
 
 
 def _check_plans(timers: list[TimedPredict], plans: list[Any]) -> None:
@@ -420,13 +417,13 @@ def _read_lines(path: str) -> list[str]:
 
 def parse_settings(argv: list[str] | None = None) -> tuple[Settings, list[str], Path | None]:
     """Command line -> (settings, families, JSON path)."""
-    from inference.segmenter import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
+    from brainseg_tf.config import InferenceConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"smoke run: a {'x'.join(map(str, QUICK_SHAPE))} crop, one repeat, targets not judged")
     parser.add_argument("--repeats", type=int, default=None, help="timed segmentations per family (default 3; 1 with --quick)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="the most stacks per network call (Segmenter's default)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="network calls in flight at once (Segmenter's default)")
+    parser.add_argument("--batch-size", type=int, default=InferenceConfig.batch_size, help="the most stacks per network call (inference.batch_size of the config)")
+    parser.add_argument("--workers", type=int, default=InferenceConfig.workers, help="network calls in flight at once (inference.workers of the config)")
     parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra-op threads (default: TensorFlow's, all cores)")
     parser.add_argument("--onednn", choices=("default", "on", "off"), default="default",
                         help="TF_ENABLE_ONEDNN_OPTS in the measuring processes (default: as python -m inference and the plugins "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_type_hints
@@ -33,7 +34,7 @@ class PreprocessConfig:
     voxel_size: float = 1.0  # mm, isotropic target
     lower_percentile: float = 0.5  # intensity clipping, over voxels above zero
     upper_percentile: float = 99.5
-    max_voxels: int = 512**3  # header check: larger volumes are refused
+    max_voxels: int = 512**3  # header check: larger volumes are refused (training and inference alike)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,19 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """How a trained bundle is applied to a whole volume (`inference.Segmenter`); none of it changes the
+    networks' input contract, only how the work is cut up (docs/benchmarks.md)."""
+
+    batch_size: int = 16  # stacks per call of a 2.5D slice network (one traced shape per volume)
+    workers: int = 3  # slice-network calls in flight at once, and blocks of the final argmax; 1: calling thread only
+    patch_batch_size: int = 2  # 3D patches per call: ~100x the voxels of a slice, so a few bound the memory
+    patch_overlap: float = 0.5  # fraction of a 3D patch shared with its neighbour along each axis, in [0, 1)
+    background_threshold: float = 0.05  # normalised intensity at or below which a voxel is empty (never predicted)
+    margin: int = 8  # voxels kept around the non-empty box, so the network sees the head's edge
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs."""
 
@@ -151,6 +165,7 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists): what gets saved next to results."""
@@ -200,6 +215,25 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     return from_dict(Config, data)
+
+
+def config_from_command_line(path: str | os.PathLike[str] | None, set_items: Sequence[str], quick: bool = False) -> Config:
+    """What a command line asks for: defaults <- ``--config`` file <- ``--quick`` <- ``--set KEY=VALUE`` items
+    (later wins; each VALUE read as YAML, so ``8``, ``true`` and ``[32, 32]`` keep their types).
+
+    Raises:
+        ConfigError: an item without ``=``, or what `load_config` refuses.
+    """
+    overrides: dict[str, Any] = dict(QUICK_OVERRIDES) if quick else {}
+    for item in set_items:
+        key, separator, value = item.partition("=")
+        if not separator:
+            raise ConfigError(f"Expected --set KEY=VALUE. Received: {item!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"Expected --set {key.strip()}=<YAML value>. Received: {value!r} ({_one_line(error)})") from None
+    return load_config(path, overrides)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:

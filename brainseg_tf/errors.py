@@ -45,3 +45,7 @@ class ConfigError(BrainsegError, ValueError):
 
 class DatasetError(BrainsegError, ValueError):
     """A dataset manifest, import folder or cache that cannot be used."""
+
+
+class ImageError(BrainsegError, ValueError):
+    """An image in memory that the networks cannot take (not 3D, no contrast): the scan's fault, not the model's."""

@@ -5,6 +5,9 @@ the subject's Right, axis 1 towards Anterior, axis 2 towards Superior. The direc
 the input are kept (an oblique scan stays oblique by a few degrees); only the axis order, the
 axis signs and the voxel size change. So a volume already at the target voxel size is conformed
 by a pure permutation/flip of its array, and its inverse is exact, voxel for voxel.
+
+The kind of volume decides the interpolation (as TorchIO's image types do): an `Image` is resampled
+linearly, a `LabelMap` by nearest neighbour, so a label map can never become fractional.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import nibabel.orientations as nio
 import numpy as np
 from scipy import ndimage
 
-from brainseg_tf.io import Volume, voxel_sizes
+from brainseg_tf.io import Image, LabelMap, Volume, voxel_sizes
 
 Interpolation = Literal["linear", "nearest"]
 INTERPOLATIONS = ("linear", "nearest")
@@ -57,17 +60,24 @@ class ConformInverse:
         """
         return _same_grid(self.reoriented_grid, self.conformed_grid)
 
-    def __call__(self, volume: Volume | np.ndarray, interpolation: Interpolation = "nearest") -> Volume:
-        """Put an array on the conformed grid (3D, or 4D channels-last) back onto the input grid.
+    def __call__(self, volume: Volume | np.ndarray, interpolation: Interpolation | None = None) -> Volume:
+        """Put a volume on the conformed grid (3D, or 4D channels-last) back onto the input grid.
 
         Args:
-            volume: array or Volume whose spatial shape is the conformed grid's.
-            interpolation: ``nearest`` for label maps, ``linear`` for images and probabilities.
+            volume: an `Image` or `LabelMap` (its kind decides the interpolation), or a bare array
+                with ``interpolation`` given.
+            interpolation: ``nearest`` for label maps, ``linear`` for images and probabilities; only
+                for a bare array (or the same as the volume's kind).
 
         Returns:
-            A Volume with exactly the input's shape and affine.
+            A volume of the same kind (an `Image` or `LabelMap` for a bare array) with exactly the
+            input's shape and affine.
+
+        Raises:
+            ValueError: no interpolation for a bare array, one that contradicts the kind, or an
+                array off the conformed grid.
         """
-        _check_interpolation(interpolation)
+        interpolation = _interpolation_for(volume, interpolation)
         array = volume.array if isinstance(volume, Volume) else np.asarray(volume)
         if tuple(array.shape[:3]) != self.conformed_grid.shape:
             raise ValueError(
@@ -75,7 +85,8 @@ class ConformInverse:
             )
         resampled = _resample(array, self.conformed_grid, self.reoriented_grid, interpolation)
         back = nio.apply_orientation(resampled, _inverse_orientation(self.orientation))
-        return Volume(np.ascontiguousarray(back), self.input_grid.affine.copy())
+        kind = Image if interpolation == "linear" else LabelMap
+        return kind(np.ascontiguousarray(back), self.input_grid.affine.copy())
 
 
 def _inverse_orientation(orientation: np.ndarray) -> np.ndarray:
@@ -95,13 +106,13 @@ def reorient(volume: Volume) -> tuple[Volume, np.ndarray]:
     """Permute/flip a volume's axes to RAS+ without resampling (exact).
 
     Returns:
-        The reoriented volume and the orientation transform applied. Its array is a view of the
+        The reoriented volume (of the same kind) and the orientation transform applied. Its array is a view of the
         input's (permuted and flipped axes, no copy): copy it before writing into it.
     """
     orientation = canonical_orientation(volume.affine)
     array = nio.apply_orientation(volume.array, orientation)
     affine = volume.affine @ nio.inv_ornt_aff(orientation, volume.shape)
-    return Volume(array, affine), orientation
+    return type(volume)(array, affine), orientation
 
 
 def conformed_grid(grid: Grid, voxel_size: float | tuple[float, float, float]) -> Grid:
@@ -123,38 +134,44 @@ def conformed_grid(grid: Grid, voxel_size: float | tuple[float, float, float]) -
     return Grid(tuple(int(n) for n in new_shape), grid.affine @ index_map)  # type: ignore[arg-type]
 
 
-def conform(
-    volume: Volume,
-    voxel_size: float | tuple[float, float, float] = 1.0,
-    interpolation: Interpolation = "linear",
-) -> tuple[Volume, ConformInverse]:
+def conform(volume: Image | LabelMap, voxel_size: float | tuple[float, float, float] = 1.0) -> tuple[Volume, ConformInverse]:
     """Reorient to RAS+ and resample to ``voxel_size`` mm; return the result and its inverse.
 
     Args:
-        volume: input image or label map (3D, or 4D channels-last).
+        volume: an `Image` (resampled linearly) or a `LabelMap` (nearest neighbour), 3D or 4D channels-last.
         voxel_size: target edge length(s) in mm.
-        interpolation: ``linear`` for images, ``nearest`` for label maps.
 
     Returns:
-        (conformed volume, inverse mapping back to the input grid). A volume already at the target
-        voxel size comes back as a view of the input's array (permuted and flipped, never copied):
-        copy it before writing into it.
+        (conformed volume of the same kind, inverse mapping back to the input grid). A volume already
+        at the target voxel size comes back as a view of the input's array (permuted and flipped,
+        never copied): copy it before writing into it.
+
+    Raises:
+        ValueError: a bare `Volume` (its kind, hence its interpolation, unknown), or bad voxel sizes.
     """
     sizes = np.asarray(voxel_size, dtype=np.float64)
     if sizes.shape not in ((), (3,)) or not (np.isfinite(sizes).all() and (sizes > 0).all()):
         raise ValueError(f"Expected one or three positive, finite voxel sizes in mm. Received: voxel_size={voxel_size}")
-    _check_interpolation(interpolation)
+    interpolation = _interpolation_for(volume, None)
     reoriented, orientation = reorient(volume)
     source = Grid(reoriented.shape, reoriented.affine)
     target = conformed_grid(source, voxel_size)
     array = _resample(reoriented.array, source, target, interpolation)
     inverse = ConformInverse(Grid(volume.shape, volume.affine.copy()), source, target, orientation)
-    return Volume(array, target.affine), inverse
+    return type(volume)(array, target.affine), inverse
 
 
-def _check_interpolation(interpolation: str) -> None:
-    if interpolation not in INTERPOLATIONS:
+def _interpolation_for(volume: Volume | np.ndarray, interpolation: str | None) -> Interpolation:
+    """The interpolation a volume's kind asks for, or the one given for a bare array."""
+    kind = getattr(volume, "interpolation", None)
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise ValueError(f"Expected interpolation in {INTERPOLATIONS}. Received: interpolation={interpolation!r}")
+    if kind is not None and interpolation not in (None, kind):
+        raise ValueError(f"Expected {kind} interpolation for a {type(volume).__name__}. Received: interpolation={interpolation!r}")
+    if kind is None and interpolation is None:
+        received = type(volume).__name__
+        raise ValueError(f"Expected an Image or a LabelMap (its kind decides the interpolation), or an interpolation. Received: {received}")
+    return kind or interpolation  # type: ignore[return-value]
 
 
 def _resample(array: np.ndarray, source: Grid, target: Grid, interpolation: Interpolation) -> np.ndarray:

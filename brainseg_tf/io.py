@@ -18,13 +18,15 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 
+from brainseg_tf.config import PreprocessConfig
 from brainseg_tf.errors import VolumeError
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".mgz")
 GZIP_SUFFIXES = (".nii.gz", ".mgz")
-DEFAULT_MAX_VOXELS = 512**3
+DEFAULT_MAX_VOXELS: int = PreprocessConfig.max_voxels
+"""The header check's voxel limit when a caller gives none: the config's (`PreprocessConfig.max_voxels`)."""
 NIFTI1_HEADER_BYTES = 348
 VolumeKind = Literal["image", "label"]
 VOLUME_KINDS = ("image", "label")
@@ -74,8 +76,20 @@ class Volume:
         return voxel_sizes(self.affine)
 
     def with_array(self, array: np.ndarray) -> Volume:
-        """The same grid holding another array."""
-        return Volume(array, self.affine)
+        """The same grid, and the same kind of volume, holding another array."""
+        return type(self)(array, self.affine)
+
+
+class Image(Volume):
+    """An intensity volume (float): resampled by linear interpolation (`brainseg_tf.geometry.conform`)."""
+
+    interpolation = "linear"
+
+
+class LabelMap(Volume):
+    """A volume of integer labels or classes: resampled by nearest neighbour only, never interpolated."""
+
+    interpolation = "nearest"
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
@@ -129,7 +143,7 @@ def check_header(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOX
     return image
 
 
-def load_image(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
+def load_image(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOXELS) -> Image:
     """Load an intensity image as float32 after header checks.
 
     Raises:
@@ -141,10 +155,10 @@ def load_image(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOXEL
     if not np.isfinite(data).all():
         bad = int(np.size(data) - np.isfinite(data).sum())
         raise VolumeError(path, f"{bad} voxels are NaN or infinite")
-    return Volume(data, image.affine)
+    return Image(data, image.affine)
 
 
-def load_label_map(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
+def load_label_map(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_VOXELS) -> LabelMap:
     """Load a label map as int32 after header checks; every stored value must be an integer.
 
     Raises:
@@ -159,7 +173,7 @@ def load_label_map(path: str | os.PathLike[str], max_voxels: int = DEFAULT_MAX_V
             raise VolumeError(path, "label map holds non-integer values; expected integer labels")
     if data.size and (data.min() < np.iinfo(np.int32).min or data.max() > np.iinfo(np.int32).max):
         raise VolumeError(path, "label values exceed the int32 range")
-    return Volume(data.astype(np.int32), image.affine)
+    return LabelMap(data.astype(np.int32), image.affine)
 
 
 def save_volume(volume: Volume, path: str | os.PathLike[str], kind: VolumeKind = "image") -> Path:

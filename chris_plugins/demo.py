@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from brainseg_tf.datasets import embedded
-from brainseg_tf.io import Volume, load_label_map, save_volume
+from brainseg_tf.io import load_label_map, save_volume
 from brainseg_tf.labels import TISSUE
 from brainseg_tf.scoring import dice_scores
 from chris_plugins.descriptors import PLUGINS

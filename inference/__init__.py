@@ -1,4 +1,2 @@
-"""Inference over trained bundles: whole-volume prediction (`inference.predict`) and fusion (`inference.fusion`).
-
-`Segmenter`, outputs on the input's grid and `python -m inference` come with the inference issue.
-"""
+"""Inference over trained bundles: `Segmenter` (`inference.segmenter`), its heads and inferers, outputs,
+`python -m inference` and what the ChRIS plugins share (`inference.plugin`)."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from brainseg_tf.errors import PathError, VolumeError
+from brainseg_tf.errors import BundleError, PathError, VolumeError
 from inference.outputs import OutputOptions, StructureVolume, output_paths, structure_volumes, write_outputs
 from inference.segmenter import Segmenter
 
@@ -78,6 +78,9 @@ def segment_files(
 
     An input that fails (unreadable, malformed, no contrast, a write refused) leaves no output of
     its own (`write_outputs` is all-or-nothing); its error is the one line in `JobResult.error`.
+    A fault of the model (`BundleError`, e.g. a network whose outputs do not fit its contract) is
+    no input's fault and would fail every input alike: it stops the run and is raised, naming the
+    bundle; the outputs of the inputs done before it stay.
 
     Args:
         segmenter: the loaded segmenter.
@@ -89,6 +92,9 @@ def segment_files(
 
     Returns:
         One result per job, in order.
+
+    Raises:
+        BundleError: the model failed, not an input.
     """
     results = []
     for position, job in enumerate(jobs, start=1):
@@ -111,6 +117,8 @@ def _run_job(
     try:
         image, segmentation = segmenter.segment_file(job.input, largest_component, with_scores=options.probabilities)
         outputs = write_outputs(image, segmentation, output_paths(job.input, job.output_dir, options), model)
+    except BundleError:
+        raise  # the model's fault: no input is to blame, and every next input would fail alike
     except Exception as error:  # reported in one line and counted as a failure; the next input goes on
         logger.debug("%s failed", job.name, exc_info=True)
         return JobResult(job, seconds=time.perf_counter() - start, error=_one_line(job, error))

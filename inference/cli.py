@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from brainseg_tf.errors import BrainsegError
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from brainseg_tf.config import InferenceConfig
+from brainseg_tf.errors import BrainsegError, BundleError
 from brainseg_tf.io import SUPPORTED_SUFFIXES
+from brainseg_tf.runtime import configure_threads, import_tensorflow_quietly, prefer_onednn
 from inference.batch import JobResult, SegmentationJob, planned_outputs, segment_files
 from inference.outputs import OUTPUT_FORMATS, OutputOptions
-from inference.runtime import configure_threads, import_tensorflow_quietly, prefer_onednn
-from inference.segmenter import DEFAULT_BATCH_SIZE, Segmenter
+from inference.segmenter import Segmenter
 
 logger = logging.getLogger("inference")
 
@@ -35,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-qc", dest="qc", action="store_false", help="skip the QC picture")
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probability maps (4D float32)")
     parser.add_argument("--largest-component", action="store_true", help="keep only the largest connected component of each class")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="slices per prediction batch (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=InferenceConfig.batch_size, help="slices per prediction batch (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow (default: all cores)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (tracebacks of failed inputs)")
     return parser
@@ -82,15 +87,30 @@ def main(argv: list[str] | None = None) -> int:
         planned_outputs(jobs, options)
         import_tensorflow_quietly()
         configure_threads(args.threads)
-        segmenter = Segmenter.from_bundle(args.model, args.batch_size)
+        segmenter = Segmenter.from_bundle(args.model, InferenceConfig(batch_size=args.batch_size))
     except (BrainsegError, ValueError) as error:
         logger.error("%s", " ".join(str(error).split()))
         return 1
     model = {"bundle": args.model.resolve().name, "family": segmenter.family}
     for problem in problems:
         logger.error("%s", problem)
-    results = segment_files(segmenter, jobs, options, args.largest_component, model)
+    try:
+        with progress_bar(len(jobs)) as bar, (contextlib.nullcontext() if bar.disable else logging_redirect_tqdm()):
+            results = segment_files(segmenter, jobs, options, args.largest_component, model, on_result=lambda position, result: bar.update())
+    except BundleError as error:  # the model's fault, not an input's: the run stops, outputs already written stay
+        line = " ".join(str(error).split())
+        logger.error("%s", line)
+        print(line, file=sys.stderr)
+        return 1
     return _report(results, problems, time.perf_counter() - start)
+
+
+def progress_bar(total: int) -> tqdm:
+    """The bar over the input files (on stderr; `main` prints the log lines above it).
+
+    Disabled when stdout is not a terminal (CI, pipes, log files), where the one log line per file is the record.
+    """
+    return tqdm(total=total, desc="segmenting", unit="volume", disable=not sys.stdout.isatty())
 
 
 def _report(results: list[JobResult], problems: list[str], seconds: float) -> int:

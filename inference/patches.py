@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from brainseg_tf.config import InferenceConfig
 from inference.predict import content_box, fill_background
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ Box = tuple[slice, slice, slice]
 
 @dataclass(frozen=True)
 class PatchSpec:
-    """How a 3D patch network reads a volume (from a bundle's input_spec).
+    """How a 3D patch network reads a volume: its bundle's `brainseg_tf.preprocessing.PatchReader` and
+    ``pad_multiple``, its output channels, and the overlap and background rule of `InferenceConfig`.
 
     Attributes:
         patch_shape: patch size over (I, J, K); each a multiple of ``pad_multiple``.
@@ -54,9 +56,9 @@ class PatchSpec:
     patch_shape: tuple[int, int, int]
     pad_multiple: int
     output_channels: int
-    overlap: float = 0.5
-    background_threshold: float = 0.05
-    margin: int = 8
+    overlap: float = InferenceConfig.patch_overlap
+    background_threshold: float = InferenceConfig.background_threshold
+    margin: int = InferenceConfig.margin
 
     def __post_init__(self) -> None:
         if not _is_int(self.pad_multiple) or self.pad_multiple < 1:
@@ -86,7 +88,9 @@ class PatchSpec:
         return tuple(max(1, int(n * (1.0 - self.overlap))) for n in self.patch_shape)  # type: ignore[return-value]
 
 
-def predict_patches(image: np.ndarray, predict: PatchPredictFunction, spec: PatchSpec, batch_size: int = 2) -> np.ndarray:
+def predict_patches(
+    image: np.ndarray, predict: PatchPredictFunction, spec: PatchSpec, batch_size: int = InferenceConfig.patch_batch_size
+) -> np.ndarray:
     """Probabilities for every voxel of a conformed image, float32 (I, J, K, output_channels).
 
     Only the box around voxels above ``spec.background_threshold`` (plus ``spec.margin``) is

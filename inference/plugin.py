@@ -6,7 +6,8 @@ the patterns anywhere under INPUTDIR gets its outputs in the same relative folde
 Logs go to stdout (ChRIS shows them to users): relative file names, seconds, structure volumes;
 never header text of the inputs.
 
-Call `prepare_environment` before TensorFlow or matplotlib is imported.
+Importing this module (or a plugin module) changes nothing in ``os.environ`` and imports neither
+TensorFlow nor matplotlib: `run_plugin` calls `prepare_environment` first, then imports them.
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from chris_plugin import PathMapper
+
+from brainseg_tf.errors import BundleError
 from brainseg_tf.io import SUPPORTED_SUFFIXES
-from inference.runtime import prefer_onednn
+from brainseg_tf.runtime import configure_threads, import_tensorflow_quietly, prefer_onednn
+from inference.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PATTERN = ",".join(f"**/*{suffix}" for suffix in SUPPORTED_SUFFIXES)
+OUTPUT_FORMATS = ("same", *(suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES))
+"""`inference.outputs.OUTPUT_FORMATS`, spelled out again: that module imports matplotlib, and the
+parser is built when a plugin module is imported (tests check that the two agree)."""
 MODELS_DIR_VARIABLE = "BRAINSEG_MODELS_DIR"
 """Where the images bake the bundles in; without it, the repository's ``models/`` folder."""
 
@@ -37,7 +45,8 @@ def prepare_environment() -> None:
     Keeps TensorFlow, Keras and matplotlib from writing anywhere but the temp dir under an
     arbitrary UID; the folder is removed when the process exits. Already writable settings (e.g.
     from the image's ENV) are kept. Also quiets TensorFlow's C++ log and asks for its oneDNN
-    kernels (`inference.runtime.prefer_onednn`).
+    kernels (`brainseg_tf.runtime.prefer_onednn`). All of these are read when TensorFlow, Keras or
+    matplotlib is imported: call this before.
     """
     scratch: Path | None = None
     for variable in ("HOME", "KERAS_HOME", "MPLCONFIGDIR"):
@@ -60,8 +69,6 @@ def _writable(folder: Path) -> bool:
 
 def build_parser(description: str) -> argparse.ArgumentParser:
     """The plugin parser: only optional flags with defaults, store/store_true/store_false actions (ChRIS rules)."""
-    from inference.outputs import OUTPUT_FORMATS
-
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--pattern", type=str, default=DEFAULT_PATTERN,
                         help="comma-separated glob patterns of the input volumes, relative to the input folder")
@@ -83,23 +90,54 @@ def bundle_path(name: str) -> Path:
     return Path(root) / name if root else Path(__file__).resolve().parents[1] / "models" / name
 
 
+def find_inputs(inputdir: Path, outputdir: Path, pattern: str) -> list[tuple[Path, Path]]:
+    """Each distinct file under ``inputdir`` matching any of the comma-separated globs, with its output folder.
+
+    Hidden files and anything inside a hidden folder are skipped. The output folder of
+    ``inputdir/a/b/x.nii.gz`` is ``outputdir/a/b`` (not created here).
+
+    Returns:
+        ``(input file, output folder)`` pairs sorted by input path; empty when nothing matches.
+
+    Raises:
+        ValueError: ``inputdir`` is not a folder, or ``outputdir`` exists and is not one.
+    """
+    mapper = PathMapper(
+        inputdir,
+        outputdir,
+        name_mapper=lambda relative, root: root / relative.parent,
+        globs=[glob.strip() for glob in pattern.split(",") if glob.strip()],
+        parents=False,  # a failed input leaves no folder behind: the outputs' writer makes it
+        fail_if_empty=False,  # PathMapper would sys.exit; run_plugin reports it in its own words
+        filter=lambda path: path.is_file() and not any(part.startswith(".") for part in path.relative_to(inputdir).parts),
+    )
+    return sorted(dict(mapper).items())  # a file matched by several globs is segmented once
+
+
 def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bundle: Path, plugin: str) -> int:
     """Segment every matching volume under ``inputdir`` into the mirrored folder under ``outputdir``.
+
+    Calls `prepare_environment` first (it changes ``os.environ``: this is an entry point).
 
     Returns:
         0 when every input was segmented; 1 when any failed or none matched (each failure is one
         line on stdout and again on stderr at the end; a failed input leaves no output).
     """
-    from inference.batch import segment_files
+    prepare_environment()
+    # Imported only now: inference.batch imports inference.outputs, which imports matplotlib
+    # (brainseg_tf.visualize), and matplotlib reads MPLCONFIGDIR when it is imported.
+    from inference.batch import SegmentationJob, segment_files
     from inference.outputs import OutputOptions
-    from inference.runtime import configure_threads, import_tensorflow_quietly
-    from inference.segmenter import Segmenter
 
     _log_to_stdout()
     start = time.perf_counter()
-    jobs = _jobs(inputdir, outputdir, options.pattern)
-    if not jobs:
+    try:
+        inputs = find_inputs(inputdir, outputdir, options.pattern)
+    except ValueError as error:
+        return _fail([" ".join(str(error).split())])
+    if not inputs:
         return _fail([f"{inputdir}: no input matches --pattern {options.pattern!r}"])
+    jobs = [SegmentationJob(path, folder, str(path.relative_to(inputdir))) for path, folder in inputs]
     logger.info("%s: %d input volume(s)", plugin, len(jobs))
     try:
         import_tensorflow_quietly()
@@ -108,7 +146,11 @@ def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bun
         output_options = OutputOptions(options.format, options.qc, options.probabilities)
     except ValueError as error:  # BundleError included: the image is broken, not the input
         return _fail([" ".join(str(error).split())])
-    results = segment_files(segmenter, jobs, output_options, options.largest_component, {"bundle": bundle.name, "family": segmenter.family, "plugin": plugin})
+    model = {"bundle": bundle.name, "family": segmenter.family, "plugin": plugin}
+    try:
+        results = segment_files(segmenter, jobs, output_options, options.largest_component, model)
+    except BundleError as error:  # the model failed, not an input: segment_files stops there
+        return _fail([" ".join(str(error).split())])
     failures = [r.error for r in results if r.error is not None]
     found = sorted({v.name for r in results for v in r.volumes if v.voxels})
     logger.info(
@@ -116,16 +158,6 @@ def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bun
         len(results) - len(failures), len(results), time.perf_counter() - start, ", ".join(found) or "none",
     )
     return _fail(failures) if failures else 0
-
-
-def _jobs(inputdir: Path, outputdir: Path, pattern: str) -> list:
-    """One job per distinct file matching any pattern (hidden files skipped), outputs mirrored."""
-    from inference.batch import SegmentationJob
-
-    found: set[Path] = set()
-    for glob in (p.strip() for p in pattern.split(",") if p.strip()):
-        found.update(p for p in inputdir.glob(glob) if p.is_file() and not any(s.startswith(".") for s in p.relative_to(inputdir).parts))
-    return [SegmentationJob(p, outputdir / p.relative_to(inputdir).parent, str(p.relative_to(inputdir))) for p in sorted(found)]
 
 
 def _fail(lines: list[str]) -> int:
@@ -136,11 +168,15 @@ def _fail(lines: list[str]) -> int:
 
 
 def _log_to_stdout() -> None:
-    """Plugin logs on stdout, one line each, without library debug chatter."""
+    """Plugin logs on stdout, one line each, without library debug chatter.
+
+    A later run in the same process replaces the handler (an earlier ``sys.stdout`` may be closed).
+    """
     root = logging.getLogger()
-    if not any(getattr(h, "_brainseg_plugin", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        handler._brainseg_plugin = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
+    for earlier in [h for h in root.handlers if getattr(h, "_brainseg_plugin", False)]:
+        root.removeHandler(earlier)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler._brainseg_plugin = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
     root.setLevel(logging.INFO)

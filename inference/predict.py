@@ -1,9 +1,10 @@
 """Whole-volume prediction with a 2.5D slice network: stacks, batches, background skipping.
 
-The volume is the conformed, normalised image (RAS+, see `brainseg_tf.geometry`). Stacks are built
-exactly as the training generator builds them (`brainseg_tf.data.sampling`): along ``slice_axis``,
-``2 * context + 1`` neighbouring slices as channels, lowest slice index first, zeros beyond the
-volume's ends; in-plane axes are the two other volume axes in ascending order.
+The volume is the conformed, normalised image (RAS+, see `brainseg_tf.geometry`). Stacks are cut
+with the training generator's crop (`brainseg_tf.crops.crop_at`, zeros outside what is read) in
+its layout (`brainseg_tf.data.sampling`): along ``slice_axis``, ``2 * context + 1`` neighbouring
+slices as channels, lowest slice index first; in-plane axes are the two other volume axes in
+ascending order. Only the box around the content is read: context beyond its ends reads as zeros.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from brainseg_tf.config import InferenceConfig
+from brainseg_tf.crops import crop_at
 from inference.threads import run_tasks
 
 logger = logging.getLogger(__name__)
@@ -25,7 +28,8 @@ PredictFunction = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class SliceSpec:
-    """How a 2.5D network reads a volume (from a bundle's input_spec).
+    """How a 2.5D network reads a volume: its bundle's `brainseg_tf.preprocessing.SliceReader` and
+    ``pad_multiple``, its output channels, and the background rule of `InferenceConfig`.
 
     Attributes:
         slice_axis: volume axis the slices are taken along.
@@ -40,8 +44,8 @@ class SliceSpec:
     context: int
     pad_multiple: int
     output_channels: int
-    background_threshold: float = 0.05
-    margin: int = 8
+    background_threshold: float = InferenceConfig.background_threshold
+    margin: int = InferenceConfig.margin
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class PredictionPlan:
         return self.batches * self.batch_size
 
 
-def plan_prediction(image: np.ndarray, spec: SliceSpec, batch_size: int = 16) -> PredictionPlan:
+def plan_prediction(image: np.ndarray, spec: SliceSpec, batch_size: int = InferenceConfig.batch_size) -> PredictionPlan:
     """The plan `predict_volume` follows for ``image`` (it calls this function itself).
 
     Args:
@@ -114,7 +118,7 @@ def plan_prediction(image: np.ndarray, spec: SliceSpec, batch_size: int = 16) ->
 
 
 def predict_volume(
-    image: np.ndarray, predict: PredictFunction, spec: SliceSpec, batch_size: int = 16, concurrent_calls: int = 1
+    image: np.ndarray, predict: PredictFunction, spec: SliceSpec, batch_size: int = InferenceConfig.batch_size, concurrent_calls: int = 1
 ) -> np.ndarray:
     """Probabilities for every voxel of a conformed image, float32 (I, J, K, output_channels).
 
@@ -156,7 +160,7 @@ def predict_volume(
 
 
 def predict_label_volume(
-    image: np.ndarray, predict_labels: PredictFunction, spec: SliceSpec, batch_size: int = 16, concurrent_calls: int = 1
+    image: np.ndarray, predict_labels: PredictFunction, spec: SliceSpec, batch_size: int = InferenceConfig.batch_size, concurrent_calls: int = 1
 ) -> np.ndarray:
     """Class indices for every voxel of a conformed image, uint8 (I, J, K), from a multi-class network.
 
@@ -192,12 +196,12 @@ def _run_batches(
     ``other_tasks`` run first, alongside the first batches."""
     logger.debug("predicting %d stacks of %s in %d batches of %d", plan.slices, plan.stack_shape, plan.batches, plan.batch_size)
     box: tuple[slice, slice, slice] = plan.box  # type: ignore[assignment]  (callers handle an empty image)
-    stacks = _stacks(np.moveaxis(image[box], spec.slice_axis, 0), spec.context, plan.padding)
+    slabs = np.moveaxis(image[box], spec.slice_axis, 0)  # (S, H, W), a view
     box_view = np.moveaxis(out[box], spec.slice_axis, 0)  # (S, H, W, ...), a view into out
     crop = tuple(slice(before, before + size) for (before, _), size in zip(plan.padding, plan.in_plane_shape))
 
     def run(start: int) -> None:
-        batch = _batch(stacks, start, plan.batch_size)
+        batch = _batch(slabs, start, plan, spec.context)
         result = np.asarray(predict(batch))
         expected = (*batch.shape[:3], *out.shape[3:])
         if result.shape != expected:
@@ -256,16 +260,13 @@ def _centred_padding(size: int, multiple: int) -> tuple[int, int]:
     return (extra // 2, extra - extra // 2)
 
 
-def _stacks(slabs: np.ndarray, context: int, padding: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
-    """(S, H, W) -> (S, H', W', 2 * context + 1) views: each slice with its neighbours, zeros beyond
-    the ends, in-plane axes padded with zeros by ``padding`` (one copy of the slabs in all)."""
-    padded = np.pad(slabs, [(context, context), *padding])
-    return np.lib.stride_tricks.sliding_window_view(padded, 2 * context + 1, axis=0)
-
-
-def _batch(stacks: np.ndarray, start: int, batch_size: int) -> np.ndarray:
-    """Stacks ``start`` to ``start + batch_size`` as one contiguous float32 batch, zero stacks past the end."""
-    batch = np.zeros((batch_size, *stacks.shape[1:]), dtype=np.float32)
-    chunk = stacks[start : start + batch_size]
-    batch[: len(chunk)] = chunk
-    return batch
+def _batch(slabs: np.ndarray, start: int, plan: PredictionPlan, context: int) -> np.ndarray:
+    """Stacks ``start`` to ``start + plan.batch_size`` of ``slabs`` (S, H, W) as one contiguous float32 batch
+    (B, H', W', 2 * context + 1): one zero-padded crop of the slabs they read (context and in-plane
+    padding included), seen through a sliding window. Stacks past the last slab hold only what the
+    crop reaches (their predictions are dropped)."""
+    (h0, _), (w0, _) = plan.padding
+    height, width, _ = plan.stack_shape
+    window = crop_at(slabs, (start - context, -h0, -w0), (plan.batch_size + 2 * context, height, width))
+    stacks = np.lib.stride_tricks.sliding_window_view(window, 2 * context + 1, axis=0)
+    return np.ascontiguousarray(stacks, dtype=np.float32)

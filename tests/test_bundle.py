@@ -15,7 +15,6 @@ import pytest
 
 import brainseg_tf.bundle.write as bundle_write
 from brainseg_tf.bundle import (
-    input_spec_from_config,
     load_keras_model,
     load_serving_function,
     read_bundle_info,
@@ -30,6 +29,7 @@ from brainseg_tf.bundle.manifest import sha256_file
 from brainseg_tf.bundle.reexport import reexport_bundle
 from brainseg_tf.config import Config
 from brainseg_tf.errors import BundleError
+from brainseg_tf.preprocessing import InputSpec
 from brainseg_tf.labels import TISSUE
 from brainseg_tf.models import build_segmenter, compile_segmenter
 
@@ -76,7 +76,7 @@ def test_model_bundle_round_trip(bundles):
     path = bundles["multi"]
     data = verify_bundle(path)
     assert (data["format_version"], data["kind"], data["family"], data["class_index"]) == (1, "model", "multiclass", None)
-    assert data["input_spec"] == input_spec_from_config(CONFIG)
+    assert data["input_spec"] == InputSpec.from_config(CONFIG).to_dict()
     assert set(data["versions"]) == {"python", "tensorflow", "keras", "numpy", "brainseg_tf"}
     assert data["git_commit"] is None or len(data["git_commit"]) == 40
     info = read_bundle_info(path)
@@ -312,18 +312,6 @@ def test_ensemble_refuses_members_of_another_input_spec(bundles, tmp_path):
         write_ensemble_bundle(tmp_path / "e", [bundles[2]], label_set=TISSUE, config=other, metrics={})
 
 
-# --- input spec -----------------------------------------------------------------------------------
-
-
-def test_input_spec_from_config():
-    assert input_spec_from_config(Config()) == {
-        "orientation": "RAS", "voxel_size": 1.0, "lower_percentile": 0.5, "upper_percentile": 99.5, "mode": "slices",
-        "slice_axis": 2, "context": 1, "channels": 3, "pad_multiple": 16, "patch_shape": None, "context_padding": "zeros",
-    }  # fmt: skip
-    patches = input_spec_from_config(Config().replace({"generator.mode": "patches", "generator.patch_shape": [32, 32, 32]}))
-    assert (patches["channels"], patches["patch_shape"], patches["slice_axis"], patches["context"]) == (1, [32, 32, 32], None, None)
-
-
 # --- re-exporting ---------------------------------------------------------------------------------
 
 
@@ -369,3 +357,26 @@ def test_reexport_refuses_a_tampered_bundle_and_leaves_it_as_it_was(multi_copy):
         reexport_bundle(multi_copy)
     assert {p: p.read_bytes() for p in multi_copy.rglob("*") if p.is_file()} == files
     assert [p.name for p in multi_copy.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_reading_an_ensemble_hashes_each_file_once(monkeypatch):
+    """The ensemble's manifest lists its members' files: verifying a member compares, it does not hash again."""
+    import collections
+
+    import brainseg_tf.bundle.manifest as manifest
+    import brainseg_tf.bundle.verify as verify
+
+    counts: collections.Counter = collections.Counter()
+    real = manifest.sha256_file
+
+    def counted(path):
+        counts[Path(path).resolve()] += 1
+        return real(path)
+
+    monkeypatch.setattr(manifest, "sha256_file", counted)
+    monkeypatch.setattr(verify, "sha256_file", counted)
+    root = Path(__file__).resolve().parents[1] / "models" / "tissue-ensemble"
+    info = read_bundle_info(root)
+    files = {p.resolve() for p in root.rglob("*") if p.is_file()} - {(root / "manifest.sha256").resolve()}
+    assert len(info.members) == 3 and set(counts) == files
+    assert max(counts.values()) == 1

@@ -112,7 +112,16 @@ def test_plugin_segments_every_volume_as_chris_runs_it(plugins: PluginEnvironmen
     dice = dice_scores(labels.array, _reference_tissue(labels.shape), [1, 2, 3])
     assert dice[2] > 0.8 and dice[3] > 0.8, dice  # the clean template: CSF is out of distribution (see docs/comparison.md)
     assert "summary: 2 of 2 file(s) segmented" in run.stdout and "structures found: CSF, gray matter, white matter" in run.stdout
+    assert run.stderr == ""  # the environment was prepared before TensorFlow and matplotlib were imported: no notices, no warnings
     _assert_no_identifiers([run.stdout, run.stderr], out)
+
+
+def test_no_matching_input_fails_in_one_line_and_writes_nothing(plugins: PluginEnvironment, mni_tree: Path) -> None:
+    out, tmp = _folder("brainseg-out-"), _folder("brainseg-tmp-")
+    run = run_as_chris(plugins, "ensemble", ["--pattern", "**/*.nii,*.mgz"], mni_tree, out, tmp, home="/")
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [f"{mni_tree}: no input matches --pattern '**/*.nii,*.mgz'"]
+    assert _files(out) == []
 
 
 def test_a_corrupt_volume_fails_alone_and_leaves_nothing(plugins: PluginEnvironment, mni_tree: Path) -> None:

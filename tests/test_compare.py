@@ -1,7 +1,8 @@
-"""The comparison job: its page update, its cases, and one end-to-end run on the committed bundles."""
+"""The comparison job: its page update, its cases, its place apart from training, and one end-to-end run on the committed bundles."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from brainseg_tf.config import QUICK_OVERRIDES, load_config
 from brainseg_tf.datasets import embedded
 from brainseg_tf.errors import BrainsegError
 from brainseg_tf.labels import TISSUE
-from training.compare import TEMPLATE_CASE, build_cases
-from training.compare_report import BEGIN_MARKER, END_MARKER, update_doc
+from evaluation.compare import TEMPLATE_CASE, build_cases
+from evaluation.report import BEGIN_MARKER, END_MARKER, update_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,12 +61,31 @@ def test_cases_are_the_test_subjects_on_their_native_grids_plus_the_template(tmp
     assert np.array_equal(cases[1].reference > 0, template.brain_mask)
 
 
+def _imported_packages(folder: Path) -> dict[Path, set[str]]:
+    """Top-level packages each module under ``folder`` imports, function-local imports included."""
+    found = {}
+    for source in sorted(folder.rglob("*.py")):
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+        found[source.relative_to(ROOT)] = {name.split(".")[0] for name in names}
+    return found
+
+
+@pytest.mark.parametrize(("folder", "forbidden"), [("training", {"inference", "evaluation"}), ("brainseg_tf", {"training", "inference", "evaluation"}),
+                                                   ("inference", {"training", "evaluation"}), ("evaluation", {"training"})])
+def test_packages_meet_only_in_the_library(folder: str, forbidden: set[str]) -> None:
+    """Training and inference share only brainseg_tf and the bundle format; evaluation scores bundles through inference."""
+    offenders = {str(path): sorted(names & forbidden) for path, names in _imported_packages(ROOT / folder).items() if names & forbidden}
+    assert offenders == {}
+
+
 @pytest.mark.slow
 def test_make_compare_writes_page_chart_and_results(tmp_path: Path) -> None:
     page, chart, output = tmp_path / "comparison.md", tmp_path / "comparison.png", tmp_path / "out"
     page.write_text(f"# Comparison\n\n{BEGIN_MARKER}\nstale numbers\n{END_MARKER}\n\n## Reading\n\nkept as written\n")
     command = [
-        sys.executable, "-m", "training", "compare", "--config", "configs/train-default.yaml", "--subjects", "1", "--no-template",
+        sys.executable, "-m", "evaluation", "compare", "--config", "configs/train-default.yaml", "--subjects", "1", "--no-template",
         "--doc", str(page), "--chart", str(chart), "--output-dir", str(output),
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
@@ -76,6 +96,7 @@ def test_make_compare_writes_page_chart_and_results(tmp_path: Path) -> None:
     assert "| multi-class (softmax U-Net) |" in generated and "Gaussian mixture" in generated and "comparison.png" in generated
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((output / "results.json").read_text())
+    assert results["command"].startswith("python -m evaluation compare --config configs/train-default.yaml")
     assert [c["case"] for c in results["cases"]] == ["mni-025"]
     scores = {s["method"]: s for s in results["scores"]}
     assert set(scores) == {m["name"] for m in results["methods"]} and len(scores) == 4

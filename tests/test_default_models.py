@@ -45,6 +45,7 @@ def test_subjects() -> list[tuple]:
 
 def test_bundles_are_intact_small_and_trained_with_the_documented_config() -> None:
     expected = load_config(ROOT / "configs" / "train-default.yaml").to_dict()
+    del expected["inference"]  # how a bundle is applied, not how it was trained: the committed bundles predate the section
     for path, family in [(MULTICLASS, "multiclass"), (ENSEMBLE, "single_class")]:
         info = read_bundle_info(path)  # verifies every sha256 first
         assert info.family == family and info.label_set == TISSUE

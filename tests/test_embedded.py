@@ -22,7 +22,7 @@ from brainseg_tf.datasets.embedded import (
     tissue_labels,
 )
 from brainseg_tf.errors import ConfigError
-from brainseg_tf.io import Volume
+from brainseg_tf.io import Image, Volume
 
 QUICK = EmbeddedDatasetConfig(template_voxel_size=3.0, n_train=3, n_val=1, n_test=1)
 STILL = dataclasses.replace(  # no deformation, no scanner change, no noise; every subject on a native grid
@@ -224,7 +224,7 @@ def lopsided_template() -> Template:
         smooth.append(((field - field.min()) / (field.max() - field.min())).astype(np.float32))
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     affine[:3, 3] = (-30.0, -40.0, -25.0)
-    image = Volume(smooth[0] + np.linspace(0, 1, shape[0], dtype=np.float32)[:, None, None], affine)
+    image = Image(smooth[0] + np.linspace(0, 1, shape[0], dtype=np.float32)[:, None, None], affine)
     gray, white = 0.6 * smooth[1], 0.6 * smooth[2]
     mask = np.zeros(shape, dtype=bool)
     mask[2:17, 2:20, 4:21] = True

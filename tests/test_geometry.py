@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from brainseg_tf.geometry import ConformInverse, conform, reorient
-from brainseg_tf.io import Volume, voxel_sizes
+from brainseg_tf.io import Image, LabelMap, Volume, voxel_sizes
 
 SHAPE = (10, 12, 14)
 ORIGIN = np.array([-7.5, 12.0, 3.25])
@@ -68,7 +68,7 @@ def _smooth(world: np.ndarray) -> np.ndarray:
 def test_conform_gives_ras_and_keeps_world_positions(name: str) -> None:
     labels = np.random.default_rng(1).integers(0, 1000, size=SHAPE).astype(np.int32)
     affine = AFFINES[name]
-    conformed, _ = conform(Volume(labels, affine), voxel_size=1.0, interpolation="nearest")
+    conformed, _ = conform(LabelMap(labels, affine), voxel_size=1.0)
 
     assert nib.aff2axcodes(conformed.affine) == ("R", "A", "S")
     np.testing.assert_allclose(voxel_sizes(conformed.affine), 1.0, atol=1e-9)
@@ -84,8 +84,8 @@ def test_conform_gives_ras_and_keeps_world_positions(name: str) -> None:
 def test_inverse_returns_exactly_the_input(name: str) -> None:
     labels = np.random.default_rng(2).integers(0, 1000, size=SHAPE).astype(np.int32)
     affine = AFFINES[name]
-    conformed, inverse = conform(Volume(labels, affine), interpolation="nearest")
-    back = inverse(conformed, interpolation="nearest")
+    conformed, inverse = conform(LabelMap(labels, affine))
+    back = inverse(conformed)  # a LabelMap: nearest, from its kind
     assert back.array.shape == SHAPE
     assert back.array.dtype == np.int32
     np.testing.assert_array_equal(back.array, labels)
@@ -95,7 +95,7 @@ def test_inverse_returns_exactly_the_input(name: str) -> None:
 def test_conform_at_the_target_grid_keeps_the_array_and_its_memory_order() -> None:
     """A 1 mm RAS NIfTI array (Fortran-ordered, as nibabel reads it) is not copied; the inverse is C-ordered."""
     image = np.asfortranarray(np.random.default_rng(3).random(SHAPE, dtype=np.float32))
-    conformed, inverse = conform(Volume(image, AFFINES["RAS"]), voxel_size=1.0)
+    conformed, inverse = conform(Image(image, AFFINES["RAS"]), voxel_size=1.0)
     assert np.shares_memory(conformed.array, image) and conformed.array.flags.f_contiguous
     back = inverse(conformed.array + 1.0, interpolation="linear")
     assert back.array.flags.c_contiguous
@@ -104,7 +104,7 @@ def test_conform_at_the_target_grid_keeps_the_array_and_its_memory_order() -> No
 
 @pytest.mark.parametrize("name", AFFINES)
 def test_inverse_only_reorients_when_conform_did_not_resample(name: str) -> None:
-    image = Volume(np.zeros(SHAPE, np.float32), AFFINES[name])
+    image = Image(np.zeros(SHAPE, np.float32), AFFINES[name])
     assert conform(image, voxel_size=1.0)[1].only_reorients
     assert not conform(image, voxel_size=2.0)[1].only_reorients
     assert not conform(image, voxel_size=(1.0, 1.0, 1.2))[1].only_reorients
@@ -130,7 +130,7 @@ ANISOTROPIC = {
 def test_resampled_image_matches_the_field_and_survives_the_round_trip(name: str) -> None:
     shape, affine = ANISOTROPIC[name]
     image = _smooth(_world(affine, shape))
-    conformed, inverse = conform(Volume(image, affine), voxel_size=1.0, interpolation="linear")
+    conformed, inverse = conform(Image(image, affine), voxel_size=1.0)
 
     assert nib.aff2axcodes(conformed.affine) == ("R", "A", "S")
     np.testing.assert_allclose(voxel_sizes(conformed.affine), 1.0, atol=1e-9)
@@ -139,7 +139,7 @@ def test_resampled_image_matches_the_field_and_survives_the_round_trip(name: str
     expected = _smooth(_world(conformed.affine, conformed.shape))
     assert np.abs(conformed.array[inner] - expected[inner]).max() < 0.05
 
-    back = inverse(conformed, interpolation="linear")
+    back = inverse(conformed)  # an Image: linear, from its kind
     assert back.array.shape == shape
     np.testing.assert_array_equal(back.affine, affine)
     error = np.abs(back.array - image)
@@ -151,9 +151,9 @@ def test_resampled_image_matches_the_field_and_survives_the_round_trip(name: str
 def test_label_round_trip_after_upsampling_is_exact(name: str) -> None:
     shape, affine = ANISOTROPIC[name]
     labels = _blocky_labels(shape, block=3)
-    conformed, inverse = conform(Volume(labels, affine), interpolation="nearest")
+    conformed, inverse = conform(LabelMap(labels, affine))
     assert conformed.array.dtype == np.int32
-    back = inverse(conformed, interpolation="nearest")
+    back = inverse(conformed)  # a LabelMap: nearest, from its kind
     np.testing.assert_array_equal(back.affine, affine)
     np.testing.assert_array_equal(back.array, labels)
 
@@ -162,9 +162,9 @@ def test_label_round_trip_after_downsampling_only_moves_boundaries() -> None:
     """0.7 mm -> 1 mm drops about 2 in 7 rows per axis, so only voxels at label boundaries change."""
     shape, affine = ANISOTROPIC["0.7 mm LIA"]
     labels = _blocky_labels(shape, block=8)
-    conformed, inverse = conform(Volume(labels, affine), interpolation="nearest")
+    conformed, inverse = conform(LabelMap(labels, affine))
     assert set(np.unique(conformed.array)) <= set(np.unique(labels))
-    back = inverse(conformed, interpolation="nearest")
+    back = inverse(conformed)  # a LabelMap: nearest, from its kind
     assert back.array.shape == shape
     np.testing.assert_array_equal(back.affine, affine)
     assert np.mean(back.array == labels) >= 0.9
@@ -175,7 +175,7 @@ def test_label_round_trip_after_downsampling_only_moves_boundaries() -> None:
 
 def test_conformed_field_of_view_is_centred_on_the_input() -> None:
     shape, affine = ANISOTROPIC["1x1x3 mm LAS"]
-    conformed, _ = conform(Volume(np.zeros(shape, dtype=np.float32), affine))
+    conformed, _ = conform(Image(np.zeros(shape, dtype=np.float32), affine))
     centre_in = affine @ [*((np.asarray(shape) - 1) / 2), 1.0]
     centre_out = conformed.affine @ [*((np.asarray(conformed.shape) - 1) / 2), 1.0]
     np.testing.assert_allclose(centre_out, centre_in, atol=1e-9)
@@ -188,7 +188,7 @@ def test_probability_maps_go_back_with_linear_interpolation() -> None:
     foreground = 1.0 / (1.0 + np.exp(-2.0 * field))
     probabilities = np.stack([1.0 - foreground, foreground], axis=-1).astype(np.float32)
 
-    conformed, inverse = conform(Volume(probabilities, affine), interpolation="linear")
+    conformed, inverse = conform(Image(probabilities, affine))
     assert conformed.array.shape == (*conformed.shape, 2)
     back = inverse(conformed.array, interpolation="linear")
     assert back.array.shape == (*shape, 2)
@@ -203,8 +203,8 @@ def test_probability_maps_go_back_with_linear_interpolation() -> None:
 def test_linear_interpolation_of_integer_images_is_not_truncated() -> None:
     shape, affine = ANISOTROPIC["1x1x3 mm LAS"]
     ramp = np.ascontiguousarray(np.broadcast_to(np.arange(shape[2], dtype=np.int16), shape))
-    conformed, _ = conform(Volume(ramp, affine), interpolation="linear")
-    as_float, _ = conform(Volume(ramp.astype(np.float32), affine), interpolation="linear")
+    conformed, _ = conform(Image(ramp, affine))
+    as_float, _ = conform(Image(ramp.astype(np.float32), affine))
     assert conformed.array.dtype == np.float32
     np.testing.assert_allclose(conformed.array, as_float.array, atol=1e-6)
     assert not np.allclose(conformed.array, np.round(conformed.array))
@@ -212,21 +212,34 @@ def test_linear_interpolation_of_integer_images_is_not_truncated() -> None:
 
 @pytest.mark.parametrize("voxel_size", [0.0, -1.0, (1.0, 0.0, 1.0), float("nan"), float("inf")])
 def test_conform_refuses_bad_voxel_sizes(voxel_size: float | tuple[float, ...]) -> None:
-    volume = Volume(np.zeros(SHAPE, dtype=np.float32), AFFINES["RAS"])
+    volume = Image(np.zeros(SHAPE, dtype=np.float32), AFFINES["RAS"])
     with pytest.raises(ValueError, match="voxel_size"):
         conform(volume, voxel_size=voxel_size)
 
 
-def test_conform_refuses_unknown_interpolation() -> None:
-    volume = Volume(np.zeros(SHAPE, dtype=np.float32), AFFINES["RAS"])
+def test_conform_takes_the_interpolation_from_the_kind_of_volume() -> None:
+    """A label map is never interpolated linearly; a bare Volume, whose kind is unknown, is refused."""
+    labels = np.zeros((8, 8, 8), np.int32)
+    labels[2:6, 2:6, 2:6] = 7
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    conformed, inverse = conform(LabelMap(labels, affine), voxel_size=1.0)
+    assert isinstance(conformed, LabelMap) and conformed.array.dtype == np.int32
+    assert set(np.unique(conformed.array)) == {0, 7}  # no in-between values
+    assert isinstance(inverse(conformed), LabelMap)
+    with pytest.raises(ValueError, match="nearest interpolation for a LabelMap"):
+        inverse(conformed, interpolation="linear")
+    image, _ = conform(Image(labels.astype(np.float32), affine), voxel_size=1.0)
+    assert isinstance(image, Image) and len(np.unique(image.array)) > 2  # linear: in-between values
+    with pytest.raises(ValueError, match="Image or a LabelMap"):
+        conform(Volume(labels, affine), voxel_size=1.0)
     with pytest.raises(ValueError, match="interpolation"):
-        conform(volume, interpolation="cubic")  # type: ignore[arg-type]
+        inverse(conformed.array)  # a bare array needs its interpolation named
 
 
 def test_inverse_refuses_arrays_off_the_conformed_grid() -> None:
-    conformed, inverse = conform(Volume(np.zeros(SHAPE, dtype=np.float32), AFFINES["LIA"]))
+    conformed, inverse = conform(Image(np.zeros(SHAPE, dtype=np.float32), AFFINES["LIA"]))
     assert isinstance(inverse, ConformInverse)
     with pytest.raises(ValueError, match="conformed grid"):
-        inverse(np.zeros(SHAPE[::-1] + (1,), dtype=np.float32))
+        inverse(np.zeros(SHAPE[::-1] + (1,), dtype=np.float32), "linear")
     with pytest.raises(ValueError, match="interpolation"):
-        inverse(conformed, interpolation="spline")  # type: ignore[arg-type]
+        inverse(conformed.array, interpolation="spline")  # type: ignore[arg-type]

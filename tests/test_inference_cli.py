@@ -127,3 +127,31 @@ def test_probability_maps_are_written_when_asked_and_agree_with_the_labels(affin
     scores = np.asarray(probabilities.dataobj, np.float32)
     assert np.allclose(scores.sum(axis=-1), 1.0, atol=1e-4)
     assert np.array_equal(TISSUE.to_values(np.argmax(scores, axis=-1)), labels.array)
+
+
+def test_a_model_failing_mid_run_is_one_line_naming_the_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A network whose outputs do not fit its contract is the bundle's fault: one line naming it, the run stops."""
+    import inference.cli as cli
+    from brainseg_tf.labels import TISSUE
+    from brainseg_tf.preprocessing import InputSpec, Preprocessing, SliceReader
+    from inference.heads import Network, SoftmaxHead
+    from inference.inferers import SliceInferer
+    from inference.predict import SliceSpec
+    from inference.segmenter import Segmenter
+
+    def wrong_shape(batch: np.ndarray) -> np.ndarray:
+        return np.zeros((*batch.shape[:3], 1), np.float32)  # one channel where the contract says four
+
+    broken = tmp_path / "broken-bundle"
+    network = Network(wrong_shape, SliceInferer(SliceSpec(2, 1, 8, 4), batch_size=4, workers=1), broken)
+    segmenter = Segmenter(SoftmaxHead((network,), workers=1), TISSUE, InputSpec(Preprocessing(1.0, 0.5, 99.5), SliceReader(2, 1), 8))
+    monkeypatch.setattr(cli.Segmenter, "from_bundle", classmethod(lambda cls, path, settings=None: segmenter))
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        save_volume(Volume(rng.random((16, 16, 16), dtype=np.float32), np.eye(4)), tmp_path / "in" / name)
+
+    assert main([str(tmp_path / "in"), "--model", str(broken), "--output-dir", str(tmp_path / "out"), "--no-qc"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{broken}: ") and "a.nii.gz" not in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.nii.gz"))

@@ -1,4 +1,4 @@
-"""Whole-volume slice prediction and ensemble fusion, with stand-in networks of known behaviour."""
+"""Whole-volume slice prediction and the threaded argmax, with stand-in networks of known behaviour."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from brainseg_tf.config import GeneratorConfig
 from brainseg_tf.data.pipeline import SampleSource
 from brainseg_tf.datasets.cache import Subject
 from brainseg_tf.labels import TISSUE
-from inference.fusion import fuse_sigmoid_members, fused_labels, fused_scores, softmax_labels
+from inference.argmax import argmax_labels
 from inference.predict import SliceSpec, _outside, predict_label_volume, predict_volume
 
 
@@ -38,7 +38,7 @@ def test_predict_volume_covers_every_voxel_on_the_input_shape(slice_axis: int, c
     spec = SliceSpec(slice_axis=slice_axis, context=1, pad_multiple=8, output_channels=channels, margin=2)
     probabilities = predict_volume(image, _threshold_network(channels), spec, batch_size=4)
     assert probabilities.shape == (*image.shape, channels) and probabilities.dtype == np.float32
-    labels = (probabilities[..., 0] > 0.5) if channels == 1 else softmax_labels(probabilities)
+    labels = (probabilities[..., 0] > 0.5) if channels == 1 else argmax_labels(probabilities)
     assert np.array_equal(labels.astype(bool), image > 0.5)
 
 
@@ -94,11 +94,11 @@ def test_predict_volume_refuses_a_bad_number_of_concurrent_calls(calls) -> None:
 
 
 @pytest.mark.parametrize("workers", [2, 3, 50])
-def test_softmax_labels_in_blocks_are_the_argmax(workers: int) -> None:
+def test_argmax_labels_in_blocks_are_the_argmax(workers: int) -> None:
     probabilities = np.random.default_rng(8).random((9, 7, 5, 4), dtype=np.float32)
     probabilities[0, 0, 0] = 0.5  # a tie: the lower class, as np.argmax
 
-    labels = softmax_labels(probabilities, workers)
+    labels = argmax_labels(probabilities, workers)
 
     assert labels.dtype == np.uint8
     assert np.array_equal(labels, np.argmax(probabilities, axis=-1))
@@ -149,7 +149,7 @@ def test_label_volume_is_the_argmax_of_the_probabilities(slice_axis: int, calls:
     labels = predict_label_volume(image, network_labels, spec, batch_size=5, concurrent_calls=calls)
 
     assert labels.dtype == np.uint8 and labels.shape == image.shape
-    assert np.array_equal(labels, softmax_labels(probabilities))
+    assert np.array_equal(labels, argmax_labels(probabilities))
     assert len(np.unique(labels[3:17, 4:22, 2:16])) >= 3 and np.all(labels[:2] == 0)
 
 
@@ -168,54 +168,3 @@ def test_label_volume_refuses_probabilities_in_place_of_labels() -> None:
     spec = SliceSpec(slice_axis=2, context=1, pad_multiple=4, output_channels=3, margin=0)
     with pytest.raises(ValueError, match=r"Expected predictions of shape \(4, 8, 8\)"):
         predict_label_volume(image, _threshold_network(3), spec, batch_size=4)
-
-
-def test_fusion_takes_the_most_confident_member_and_background_below_threshold() -> None:
-    gray = np.array([0.9, 0.2, 0.6, 0.1], np.float32)[:, None]
-    white = np.array([0.3, 0.8, 0.7, 0.2], np.float32)[:, None]
-    labels, scores = fuse_sigmoid_members([gray, white], [2, 3], num_classes=4, threshold=0.5)
-    assert labels.tolist() == [2, 3, 3, 0]
-    assert np.allclose(scores[:, 2], gray[:, 0]) and np.allclose(scores[:, 3], white[:, 0])
-    assert np.allclose(scores[:, 0], [0.1, 0.2, 0.3, 0.8]) and np.all(scores[:, 1] == 0)
-
-
-def test_fused_scores_argmax_is_the_fusion_rule_at_one_half() -> None:
-    rng = np.random.default_rng(11)
-    members = [rng.random((40, 30, 1), dtype=np.float32) ** power for power in (1.0, 2.0, 0.5)]
-    members[1][:5] = members[0][:5]  # ties between members go to the lower class
-    classes = [3, 1, 2]
-    labels, scores = fuse_sigmoid_members(members, classes, num_classes=5, threshold=0.5)
-    assert np.array_equal(scores, fused_scores(members, classes, num_classes=5))
-    assert np.array_equal(softmax_labels(scores), labels)
-    assert set(np.unique(labels)) == {0, 1, 2, 3} and np.all(scores[..., 4] == 0)
-    assert not np.any(labels[:5] == 3) and np.any(labels[:5] == 1)
-
-
-def test_fused_labels_are_the_argmax_of_the_fused_scores() -> None:
-    rng = np.random.default_rng(12)
-    members = [rng.random((40, 30, 1), dtype=np.float32) ** power for power in (1.0, 2.0, 0.5)]
-    members[1][:5] = members[0][:5]  # ties between members go to the lower class
-    members[2][5:8] = 0.5  # a member at exactly 0.5 ties with background, which wins
-    members[0][5:8] = members[1][5:8] = 0.25
-    members[0][8:10] = np.nextafter(np.float32(0.5), np.float32(1.0))  # just above 0.5: foreground
-    classes = [3, 1, 2]
-    labels = fused_labels(members, classes, num_classes=5)
-    assert labels.dtype == np.uint8
-    assert np.array_equal(labels, softmax_labels(fused_scores(members, classes, num_classes=5)))
-    assert np.all(labels[5:8] == 0) and np.all(labels[8:10] != 0)
-    assert set(np.unique(labels)) == {0, 1, 2, 3}
-
-
-@pytest.mark.parametrize(
-    ("members", "classes", "message"),
-    [
-        ([np.zeros((3, 1))], [1, 2], "one class index per member"),
-        ([np.zeros((3, 1)), np.zeros((3, 1))], [1, 1], "distinct"),
-        ([np.zeros((3, 1))], [4], "distinct class indices in \\[1, 4\\)"),
-        ([np.zeros((3, 1)), np.zeros((4, 1))], [1, 2], "one shape"),
-        ([np.zeros((3,))], [1], "one shape"),
-    ],
-)
-def test_fusion_refuses_inconsistent_members(members, classes, message) -> None:
-    with pytest.raises(ValueError, match=message):
-        fuse_sigmoid_members(members, classes, num_classes=4)

@@ -8,7 +8,7 @@ import pytest
 from brainseg_tf.config import GeneratorConfig
 from brainseg_tf.data.sampling import SubjectSampler
 from brainseg_tf.datasets.cache import Subject
-from inference.fusion import softmax_labels
+from inference.argmax import argmax_labels
 from inference.patches import PatchSpec, predict_patches
 
 
@@ -33,7 +33,7 @@ def _block_image(shape=(20, 26, 18), block=(slice(6, 14), slice(8, 20), slice(5,
 
 
 def _labels(probabilities: np.ndarray) -> np.ndarray:
-    return probabilities[..., 0] > 0.5 if probabilities.shape[-1] == 1 else softmax_labels(probabilities).astype(bool)
+    return probabilities[..., 0] > 0.5 if probabilities.shape[-1] == 1 else argmax_labels(probabilities).astype(bool)
 
 
 @pytest.mark.parametrize("channels", [1, 4])
@@ -65,7 +65,7 @@ def test_a_block_is_recovered_exactly_for_any_tiling(patch_shape, overlap, margi
     image = _block_image()
     spec = PatchSpec(patch_shape=patch_shape, pad_multiple=4, output_channels=2, overlap=overlap, margin=margin)
     probabilities = predict_patches(image, _threshold_network(2), spec, batch_size=2)
-    assert np.array_equal(softmax_labels(probabilities).astype(bool), image > 0.5)
+    assert np.array_equal(argmax_labels(probabilities).astype(bool), image > 0.5)
 
 
 @pytest.mark.parametrize("patch_shape", [(8, 8, 8), (16, 4, 32)])

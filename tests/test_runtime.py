@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.runtime import ONEDNN_VARIABLE, prefer_onednn
+from brainseg_tf.runtime import ONEDNN_VARIABLE, prefer_onednn
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def _stderr_of(code: str) -> str:
 
 def test_tensorflow_starts_without_notices_on_stderr() -> None:
     loud = _stderr_of("import tensorflow as tf; tf.constant(1.0)")
-    quiet = _stderr_of("from inference.runtime import import_tensorflow_quietly as q; q(); import sys, tensorflow as tf; "
+    quiet = _stderr_of("from brainseg_tf.runtime import import_tensorflow_quietly as q; q(); import sys, tensorflow as tf; "
                        "tf.constant(1.0); print('after', file=sys.stderr)")
     assert "oneDNN" in loud  # what the plain import prints here, whatever TF_CPP_MIN_LOG_LEVEL says
     assert quiet == "after\n"  # stderr works again once TensorFlow is in

@@ -9,15 +9,20 @@ import nibabel.orientations as nio
 import numpy as np
 import pytest
 
-from brainseg_tf.errors import VolumeError
+from brainseg_tf.config import InferenceConfig
+from brainseg_tf.errors import BundleError, ImageError, VolumeError
 from brainseg_tf.geometry import conform
-from brainseg_tf.io import Volume, save_volume
+from brainseg_tf.io import Image, save_volume
 from brainseg_tf.labels import TISSUE
+from brainseg_tf.preprocessing import InputSpec, Preprocessing, SliceReader
+from inference.heads import Network, SigmoidEnsembleHead, SoftmaxHead
+from inference.inferers import SliceInferer
 from inference.postprocess import keep_largest_components
 from inference.predict import SliceSpec
-from inference.segmenter import Network, Segmenter
+from inference.segmenter import Segmenter
 
-INPUT_SPEC = {"orientation": "RAS", "voxel_size": 1.0, "lower_percentile": 0.5, "upper_percentile": 99.5}
+INPUT_SPEC = InputSpec(Preprocessing(1.0, 0.5, 99.5), SliceReader(2, 1), 8)
+STAND_IN = Path("stand-in-bundle")
 # Raw intensities of the phantom and the class each stands for. The dim "skin" is background: it is
 # the lowest foreground intensity, so normalisation maps it to 0 and the classes to 1/3, 2/3 and 1.
 SKIN, CLASS_INTENSITY = 0.1, {1: 0.4, 2: 0.7, 3: 1.0}
@@ -50,9 +55,14 @@ def _member(class_index: int):
     return predict
 
 
+def _network(predict, channels: int, slice_axis: int = 2, class_index: int | None = None, predict_labels=None) -> Network:
+    inferer = SliceInferer(SliceSpec(slice_axis, 1, 8, channels, margin=2), batch_size=4, workers=3)
+    return Network(predict, inferer, STAND_IN, class_index, predict_labels)
+
+
 def _multiclass(slice_axis: int = 2, predict_labels=None) -> Segmenter:
-    network = Network(_softmax_network, SliceSpec(slice_axis, 1, 8, 4, margin=2), predict_labels=predict_labels)
-    return Segmenter([network], TISSUE, INPUT_SPEC, "multiclass", batch_size=4)
+    head = SoftmaxHead((_network(_softmax_network, 4, slice_axis, predict_labels=predict_labels),), workers=3)
+    return Segmenter(head, TISSUE, INPUT_SPEC)
 
 
 class _CountedLabels:
@@ -67,8 +77,8 @@ class _CountedLabels:
 
 
 def _ensemble() -> Segmenter:
-    networks = [Network(_member(k), SliceSpec(2, 1, 8, 1, margin=2), k) for k in (1, 2, 3)]
-    return Segmenter(networks, TISSUE, INPUT_SPEC, "single_class", batch_size=4)
+    head = SigmoidEnsembleHead(tuple(_network(_member(k), 1, class_index=k) for k in (1, 2, 3)), TISSUE.num_classes)
+    return Segmenter(head, TISSUE, INPUT_SPEC)
 
 
 def _reoriented(array: np.ndarray, affine: np.ndarray, axcodes: str) -> tuple[np.ndarray, np.ndarray]:
@@ -84,20 +94,20 @@ def _rotation(degrees: float) -> np.ndarray:
     return rotation
 
 
-def _grid_case(name: str) -> tuple[Volume, np.ndarray]:
+def _grid_case(name: str) -> tuple[Image, np.ndarray]:
     """(input image, expected classes on its grid) for one of the grids of `GRIDS`."""
     image, classes = _phantom()
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     affine[:3, 3] = [-12.0, -14.0, -10.0]
     if name == "oblique":
-        return Volume(image, _rotation(12.0) @ affine), classes
+        return Image(image, _rotation(12.0) @ affine), classes
     if name == "anisotropic 1x1x3":
         thick = slice(1, None, 3)  # every third slice: the centres of 3 mm voxels of the 1 mm phantom
         affine[2, 2] = 3.0
-        return Volume(image[:, :, thick], affine), classes[:, :, thick]
+        return Image(image[:, :, thick], affine), classes[:, :, thick]
     reoriented, reoriented_affine = _reoriented(image, affine, name)
     expected, _ = _reoriented(classes, affine, name)
-    return Volume(np.ascontiguousarray(reoriented), reoriented_affine), expected
+    return Image(np.ascontiguousarray(reoriented), reoriented_affine), expected
 
 
 GRIDS = ["RAS", "LAS", "LPS", "LIA", "oblique", "anisotropic 1x1x3"]
@@ -157,8 +167,8 @@ def test_fused_ensemble_labels_hold_only_valid_classes() -> None:
     def noisy_member(batch: np.ndarray) -> np.ndarray:
         return rng.random((*batch.shape[:3], 1), dtype=np.float32)
 
-    networks = [Network(noisy_member, SliceSpec(2, 1, 8, 1, margin=2), k) for k in (1, 3)]
-    segmenter = Segmenter(networks, TISSUE, INPUT_SPEC, "single_class", batch_size=4)
+    head = SigmoidEnsembleHead(tuple(_network(noisy_member, 1, class_index=k) for k in (1, 3)), TISSUE.num_classes)
+    segmenter = Segmenter(head, TISSUE, INPUT_SPEC)
     labels = segmenter.segment(_grid_case("RAS")[0]).labels.array
     assert set(np.unique(labels)) <= {0, 1, 3}
     assert {1, 3} <= set(np.unique(labels))  # both members win somewhere
@@ -168,7 +178,7 @@ def test_largest_component_removes_islands() -> None:
     image, expected = _phantom()
     island = (slice(4, 6), slice(22, 24), slice(12, 14))  # white matter far from the white-matter box
     image[island] = CLASS_INTENSITY[3]
-    volume = Volume(image, np.eye(4))
+    volume = Image(image, np.eye(4))
     assert (_multiclass().segment(volume).labels.array[island] == 3).all()
     cleaned = _multiclass().segment(volume, largest_component=True).labels.array
     assert np.array_equal(cleaned, expected)  # the island's next best class is background
@@ -187,31 +197,46 @@ def test_keep_largest_components_gives_removed_voxels_their_next_best_class() ->
 
 
 def test_a_constant_image_is_a_one_line_error_naming_the_file(tmp_path: Path) -> None:
-    path = save_volume(Volume(np.full((12, 12, 12), 3.0, np.float32), np.eye(4)), tmp_path / "flat.nii.gz")
+    path = save_volume(Image(np.full((12, 12, 12), 3.0, np.float32), np.eye(4)), tmp_path / "flat.nii.gz")
     with pytest.raises(VolumeError, match=r"^.*flat\.nii\.gz: .*constant") as caught:
         _multiclass().segment_file(path)
     assert "\n" not in str(caught.value)
 
 
 def test_segment_refuses_a_4d_image() -> None:
-    with pytest.raises(ValueError, match="3D"):
-        _multiclass().segment(Volume(np.zeros((8, 8, 8, 2), np.float32), np.eye(4)))
+    with pytest.raises(ImageError, match="3D"):
+        _multiclass().segment(Image(np.zeros((8, 8, 8, 2), np.float32), np.eye(4)))
 
 
 @pytest.mark.parametrize(
-    ("arguments", "phrase"),
+    ("build", "phrase"),
     [
-        ({"family": "softmax"}, "family"),
-        ({"networks": []}, "network"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"workers": 0}, "workers"),
+        (lambda: SoftmaxHead((), workers=1), "one multi-class network"),
+        (lambda: SoftmaxHead((_network(_softmax_network, 4),) * 2, workers=1), "one multi-class network"),
+        (lambda: SoftmaxHead((_network(_softmax_network, 4),), workers=0), "workers"),
+        (lambda: SigmoidEnsembleHead((), 4), "at least one single-class network"),
+        (lambda: SigmoidEnsembleHead((_network(_member(1), 1),), 4), "class index"),
+        (lambda: SliceInferer(SliceSpec(2, 1, 8, 4), batch_size=0, workers=1), "batch_size"),
+        (lambda: SliceInferer(SliceSpec(2, 1, 8, 4), batch_size=2, workers=0), "workers"),
+        (lambda: Segmenter(_multiclass().head, TISSUE, INPUT_SPEC, InferenceConfig(workers=0)), "workers"),
     ],
 )
-def test_segmenter_checks_its_arguments(arguments: dict, phrase: str) -> None:
-    network = Network(_softmax_network, SliceSpec(2, 1, 8, 4))
-    base = {"networks": [network], "label_set": TISSUE, "input_spec": INPUT_SPEC, "family": "multiclass"}
+def test_heads_inferers_and_segmenter_check_their_arguments(build, phrase: str) -> None:
     with pytest.raises(ValueError, match=phrase):
-        Segmenter(**{**base, **arguments})
+        build()
+
+
+def test_a_network_of_the_wrong_shape_is_the_bundles_fault_not_the_scans(tmp_path: Path) -> None:
+    def wrong(batch: np.ndarray) -> np.ndarray:  # one channel where the head expects four
+        return np.zeros((*batch.shape[:3], 1), np.float32)
+
+    segmenter = Segmenter(SoftmaxHead((_network(wrong, 4),), workers=1), TISSUE, INPUT_SPEC)
+    path = save_volume(_grid_case("LIA")[0], tmp_path / "scan.nii.gz")
+    with pytest.raises(BundleError) as caught:
+        segmenter.segment_file(path, with_scores=True)
+    message = str(caught.value)
+    assert message.startswith(f"{STAND_IN}: ") and "scan.nii.gz" not in message and "\n" not in message
+    assert not isinstance(caught.value, VolumeError)
 
 
 def test_written_header_does_not_carry_the_input_header(tmp_path: Path) -> None:
@@ -249,4 +274,4 @@ def test_tiny_real_bundles_of_both_reading_modes_segment_through_from_bundle(mod
     assert segmentation.labels.array.shape == image.array.shape and np.array_equal(segmentation.labels.affine, image.affine)
     assert np.allclose(segmentation.scores.array.sum(axis=-1), 1.0, atol=1e-4)  # softmax survives blending and resampling
     assert np.array_equal(segmenter.segment(image).labels.array, segmentation.labels.array)  # labels alone: the same
-    assert (segmenter.networks[0].predict_labels is not None) == (mode == "slices")
+    assert (segmenter.head.networks[0].predict_labels is not None) == (mode == "slices")

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from brainseg_tf.config import QUICK_OVERRIDES, Config, load_config
+from brainseg_tf.config import Config, config_from_command_line
 from brainseg_tf.errors import BrainsegError
-from inference.runtime import import_tensorflow_quietly
+from brainseg_tf.runtime import import_tensorflow_quietly
 
 logger = logging.getLogger("training")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser with one subcommand per job."""
-    parser = argparse.ArgumentParser(prog="python -m training", description="Prepare data, train brainseg-tf models and compare them.")
+    parser = argparse.ArgumentParser(prog="python -m training", description="Prepare data and train brainseg-tf models.")
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("config", help="print the effective configuration as YAML (every default, then overrides)")
     _add_common(show)
@@ -42,7 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
                              help="run folder (checkpoints, logs); rerunning with the same folder resumes. "
                                   f"Default: <training.output_dir>/{default_run}")
         command.add_argument("--bundle", type=Path, metavar="DIR", help="where the final bundle goes (default: <run-dir>/bundle)")
-    _add_compare(commands)
     reexport = commands.add_parser("reexport", help="rewrite bundles' SavedModels from their model.keras with the current exporter "
                                                     "(weights and training record kept)")
     reexport.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE", help="model or ensemble bundle folder")
@@ -51,36 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_compare(commands: argparse._SubParsersAction) -> None:
-    compare = commands.add_parser("compare", help="multi-class vs ensemble vs classical baselines on the held-out test subjects")
-    _add_common(compare)
-    compare.add_argument("--multiclass", type=Path, default=Path("models/tissue-multiclass"), metavar="DIR", help="multi-class bundle (default: %(default)s)")
-    compare.add_argument("--ensemble", type=Path, default=Path("models/tissue-ensemble"), metavar="DIR", help="ensemble bundle (default: %(default)s)")
-    compare.add_argument("--subjects", type=int, metavar="N", help="score only the first N test subjects (default: all)")
-    compare.add_argument("--no-template", dest="template", action="store_false", help="skip the extra row on the clean MNI152 template")
-    compare.add_argument("--doc", type=Path, default=Path("docs/comparison.md"), metavar="FILE",
-                         help="Markdown page whose generated part (between the compare markers) is rewritten (default: %(default)s)")
-    compare.add_argument("--chart", type=Path, default=Path("docs/comparison.png"), metavar="FILE", help="PNG chart (default: %(default)s)")
-    compare.add_argument("--output-dir", type=Path, default=Path("outputs/compare"), metavar="DIR", help="raw results.json goes here (default: %(default)s)")
-
-
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file overriding the defaults in brainseg_tf/config.py")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set generator.batch_size=8 (repeatable)")
     parser.add_argument("--quick", action="store_true", help="small setting for tests and quick looks (5 subjects at 3 mm)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-
-
-def resolve_config(args: argparse.Namespace) -> Config:
-    """Defaults <- --config file <- --quick <- --set overrides (later wins)."""
-    overrides: dict[str, Any] = dict(QUICK_OVERRIDES) if args.quick else {}
-    for item in args.overrides:
-        key, separator, value = item.partition("=")
-        if not separator:
-            raise BrainsegError(f"Expected --set KEY=VALUE. Received: {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return load_config(args.config, overrides)
 
 
 def show_config(args: argparse.Namespace, config: Config) -> None:
@@ -93,7 +69,8 @@ def prepare_data(args: argparse.Namespace, config: Config) -> None:
     from brainseg_tf.datasets import build_cache, read_info
 
     started = time.perf_counter()
-    path = build_cache(config, rebuild=args.rebuild)
+    with contextlib.closing(SubjectBar()) as bar, (logging_redirect_tqdm() if bar.enabled else contextlib.nullcontext()):
+        path = build_cache(config, rebuild=args.rebuild, progress=bar)
     info = read_info(path)
     counts = ", ".join(f"{len(ids)} {split}" for split, ids in info.splits.items())
     logger.info("dataset ready in %.1f s: %s (%s)", time.perf_counter() - started, path, counts)
@@ -102,6 +79,29 @@ def prepare_data(args: argparse.Namespace, config: Config) -> None:
 
         save_generator_preview(path, config, args.preview)
         logger.info("generator preview: %s", args.preview)
+
+
+class SubjectBar:
+    """The dataset build's progress as a tqdm bar, open while subjects are built (a reused cache shows none).
+
+    Disabled when stdout is not a terminal, so CI logs stay plain lines; while enabled, `prepare-data`
+    prints the log lines above the bar.
+    """
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.enabled = sys.stdout.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="subjects", unit="subject", disable=not self.enabled)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def multiclass(args: argparse.Namespace, config: Config) -> None:
@@ -125,17 +125,6 @@ def ensemble(args: argparse.Namespace, config: Config) -> None:
     train_ensemble(config, labels=args.labels, run_dir=args.run_dir, bundle_dir=args.bundle)
 
 
-def compare(args: argparse.Namespace, config: Config) -> None:
-    """Score both families and the classical baselines on the test subjects; write the page, chart and JSON."""
-    from training.compare import CompareOptions, run_comparison
-
-    options = CompareOptions(
-        multiclass=args.multiclass, ensemble=args.ensemble, subjects=args.subjects, template=args.template,
-        doc=args.doc, chart=args.chart, output_dir=args.output_dir, command=shlex.join(["python", "-m", "training", *sys.argv[1:]]),
-    )
-    run_comparison(config, options)
-
-
 def reexport(args: argparse.Namespace, config: Config) -> None:
     """Rewrite each bundle's SavedModel(s) from its own verified model.keras."""
     from brainseg_tf.bundle.reexport import reexport_bundle
@@ -145,11 +134,10 @@ def reexport(args: argparse.Namespace, config: Config) -> None:
 
 
 TENSORFLOW_COMMANDS = ("prepare-data", "multiclass", "single-class", "ensemble", "reexport")
-"""Commands that run TensorFlow in this process (compare runs it in fresh worker processes only, whose
-peak memory would otherwise start from this process's)."""
+"""Commands that run TensorFlow in this process."""
 
 COMMANDS = {"config": show_config, "prepare-data": prepare_data, "multiclass": multiclass, "single-class": single_class, "ensemble": ensemble,
-            "compare": compare, "reexport": reexport}
+            "reexport": reexport}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in TENSORFLOW_COMMANDS:
             import_tensorflow_quietly()  # its native start-up notices would bury one-line errors on stderr
-        COMMANDS[args.command](args, resolve_config(args))
+        COMMANDS[args.command](args, config_from_command_line(args.config, args.overrides, args.quick))
     except BrainsegError as error:
         logger.error("%s", error)
         return 1

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from brainseg_tf.fusion import fused_labels
 from brainseg_tf.labels import LabelSet
 from brainseg_tf.models import dice_metric_name
 from brainseg_tf.scoring import dice_scores
-from inference.fusion import fuse_sigmoid_members
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ def ensemble_validation_metrics(
 ) -> dict[str, float]:
     """Per-class Dice (``val_dice_<class>``) of the members' fused prediction on the validation samples.
 
-    Members are fused as at inference (`inference.fusion.fuse_sigmoid_members`): each voxel takes the
-    class of the most confident member, or background when every member is below 0.5.
+    Members are fused by the rule inference uses (`brainseg_tf.fusion.fused_labels`): each voxel takes
+    the class of the most confident member, or background unless that member is above 0.5.
 
     Args:
         member_bundles: one single-class model bundle per class in `class_indices`.
@@ -39,6 +39,6 @@ def ensemble_validation_metrics(
 
     images, classes = samples
     probabilities = [load_keras_model(path).predict(images, batch_size=batch_size, verbose=0) for path in member_bundles]
-    fused, _ = fuse_sigmoid_members(probabilities, list(class_indices), label_set.num_classes)
+    fused = fused_labels(probabilities, list(class_indices), label_set.num_classes)
     scores = dice_scores(fused, classes, class_indices)
     return {f"val_{dice_metric_name(label_set.names[index])}": float(scores[index]) for index in class_indices}

@@ -18,7 +18,7 @@ this package imports neither Keras nor TensorFlow; `load_serving_function` needs
 
 from brainseg_tf.bundle.load import ServingFunction, load_keras_model, load_serving_function
 from brainseg_tf.bundle.manifest import check_manifest, sha256_file, write_manifest
-from brainseg_tf.bundle.spec import FORMAT_VERSION, input_spec_from_config
+from brainseg_tf.bundle.spec import FORMAT_VERSION
 from brainseg_tf.bundle.verify import BundleInfo, read_bundle_info, verify_bundle
 from brainseg_tf.bundle.write import write_ensemble_bundle, write_model_bundle
 
@@ -27,7 +27,6 @@ __all__ = [
     "BundleInfo",
     "ServingFunction",
     "check_manifest",
-    "input_spec_from_config",
     "load_keras_model",
     "load_serving_function",
     "read_bundle_info",

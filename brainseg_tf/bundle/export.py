@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -72,11 +71,12 @@ def inference_copy(target: Path, model):
     return copy
 
 
-def check_serving_matches(staging: Path, model, input_spec: dict[str, Any]) -> None:
-    """Run a seeded probe through the Keras model and the reloaded SavedModel; they must agree."""
+def check_serving_matches(staging: Path, model, pad_multiple: int) -> None:
+    """Run a seeded probe (spatial sizes multiples of ``pad_multiple``) through the Keras model and the
+    reloaded SavedModel; they must agree."""
     import tensorflow as tf
 
-    multiple = input_spec["pad_multiple"]
+    multiple = pad_multiple
     spatial = (multiple, 2 * multiple) if len(model.inputs[0].shape) == 4 else (multiple,) * 3
     probe = np.random.default_rng(0).random((1, *spatial, model.inputs[0].shape[-1]), dtype=np.float32)
     expected = np.asarray(model(probe, training=False))

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from brainseg_tf.bundle.spec import KERAS_FILE, LABELS_OUTPUT, LABELS_SIGNATURE, OUTPUT_NAME, SAVED_MODEL_DIR, SIGNATURE
-from brainseg_tf.bundle.verify import verify_bundle
+from brainseg_tf.bundle.verify import BundleInfo, verify_bundle
 from brainseg_tf.errors import BundleError
+from brainseg_tf.preprocessing import InputSpec
 
 
 def load_keras_model(path: str | os.PathLike[str]):
@@ -33,7 +34,7 @@ def load_keras_model(path: str | os.PathLike[str]):
         BundleError: the bundle fails verification, is an ensemble, or Keras cannot read the file.
     """
     root = Path(path)
-    _require_model(root, verify_bundle(root))
+    _require_model(root, verify_bundle(root)["kind"])
     import keras
 
     import brainseg_tf.models  # noqa: F401  (registers the package's custom objects)
@@ -50,15 +51,15 @@ class ServingFunction:
 
     Attributes:
         path: the bundle folder.
-        input_spec: how inputs must be prepared (from bundle.json).
+        pad_multiple: spatial sizes of a batch must be multiples of this (from the bundle's input contract).
         input_shape: the signature's input shape, ``(None, ..., channels)``.
     """
 
-    def __init__(self, path: Path, loaded: Any, input_spec: dict[str, Any]) -> None:
+    def __init__(self, path: Path, loaded: Any, pad_multiple: int) -> None:
         if SIGNATURE not in loaded.signatures:
             raise BundleError(path / SAVED_MODEL_DIR, f"no {SIGNATURE!r} signature. Found: {sorted(loaded.signatures)}")
         self.path = path
-        self.input_spec = input_spec
+        self.pad_multiple = pad_multiple
         self._loaded = loaded  # keeps the restored variables alive as long as the function
         self._signature = loaded.signatures[SIGNATURE]
         _, inputs = self._signature.structured_input_signature
@@ -113,7 +114,7 @@ class ServingFunction:
         expected = self.input_shape
         if len(shape) != len(expected) or shape[-1] != expected[-1]:
             raise ValueError(f"Expected a batch of shape {expected} for {self.path}. Received: shape={shape}")
-        multiple = int(self.input_spec.get("pad_multiple") or 1)
+        multiple = self.pad_multiple
         if any(size % multiple for size in shape[1:-1]):
             raise ValueError(
                 f"Expected spatial sizes that are multiples of pad_multiple={multiple} for {self.path} "
@@ -133,11 +134,13 @@ def _argmax_function(signature: Any, input_name: str, batch_spec: Any) -> Any:
     return tf.function(argmax, input_signature=[tf.TensorSpec(batch_spec.shape, tf.float32)])
 
 
-def load_serving_function(path: str | os.PathLike[str]) -> ServingFunction:
-    """Verify a model bundle, then load its SavedModel with TensorFlow alone (no Keras import).
+def load_serving_function(bundle: str | os.PathLike[str] | BundleInfo) -> ServingFunction:
+    """Load a model bundle's SavedModel with TensorFlow alone (no Keras import), after verification.
 
     Args:
-        path: a bundle of kind ``model``.
+        bundle: a bundle folder of kind ``model``, verified here; or its `BundleInfo` from
+            `read_bundle_info`, which verified it already (an ensemble's members are verified with
+            the ensemble: each file is hashed once per load).
 
     Returns:
         A `ServingFunction`: call it with a float32 batch ``(N, H, W, C)`` (or ``(N, D, H, W, C)``)
@@ -146,15 +149,19 @@ def load_serving_function(path: str | os.PathLike[str]) -> ServingFunction:
     Raises:
         BundleError: the bundle fails verification, is an ensemble, or its SavedModel lacks the signature.
     """
-    root = Path(path)
-    data = verify_bundle(root)
-    _require_model(root, data)
+    if isinstance(bundle, BundleInfo):
+        root, kind, pad_multiple = bundle.path, bundle.kind, bundle.input_spec.pad_multiple
+    else:
+        root = Path(bundle)
+        data = verify_bundle(root)
+        kind, pad_multiple = data["kind"], InputSpec.from_dict(data["input_spec"]).pad_multiple
+    _require_model(root, kind)
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(root / SAVED_MODEL_DIR))
-    return ServingFunction(root, loaded, data["input_spec"])
+    return ServingFunction(root, loaded, pad_multiple)
 
 
-def _require_model(root: Path, data: dict[str, Any]) -> None:
-    if data["kind"] != "model":
-        raise BundleError(root, f"expected a bundle of kind 'model'. Received: kind={data['kind']!r} (load its members one by one)")
+def _require_model(root: Path, kind: str) -> None:
+    if kind != "model":
+        raise BundleError(root, f"expected a bundle of kind 'model'. Received: kind={kind!r} (load its members one by one)")

@@ -45,12 +45,17 @@ def write_manifest(root: Path) -> Path:
     return manifest
 
 
-def check_manifest(root: Path) -> dict[str, str]:
+def check_manifest(root: Path, hashed: dict[str, str] | None = None) -> dict[str, str]:
     """Check a bundle folder against its manifest, before anything else in it is read.
 
     Order: the manifest parses and every listed path stays inside the bundle; the folder holds no
     symbolic links or special files; every listed file exists and no other file does; every file's
     sha256 matches.
+
+    Args:
+        root: the bundle folder.
+        hashed: sha256 of files below ``root`` already checked against their bytes (an ensemble's
+            manifest lists its members' files): these are compared, not hashed again.
 
     Returns:
         The manifest as ``{relative path: sha256}``.
@@ -70,7 +75,7 @@ def check_manifest(root: Path) -> dict[str, str]:
     if unlisted:
         raise BundleError(root / unlisted[0], f"unlisted file: not in {MANIFEST} ({len(unlisted)} unlisted)")
     for relative, expected in listed.items():
-        found = sha256_file(root / relative)
+        found = (hashed or {}).get(relative) or sha256_file(root / relative)
         if found != expected:
             raise BundleError(
                 root / relative, f"sha256 does not match {MANIFEST}: expected {expected[:12]}..., found {found[:12]}..."

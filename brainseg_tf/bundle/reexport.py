@@ -21,6 +21,7 @@ from brainseg_tf.bundle.manifest import sha256_file, write_manifest
 from brainseg_tf.bundle.spec import BUNDLE_JSON, MANIFEST, SAVED_MODEL_DIR
 from brainseg_tf.bundle.staging import staged
 from brainseg_tf.bundle.verify import verify_bundle
+from brainseg_tf.preprocessing import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,10 @@ def reexport_bundle(path: str | os.PathLike[str]) -> Path:
 
 def _reexport_model(folder: Path) -> None:
     model = load_keras_model(folder)  # verifies the manifest, bundle.json included, first
-    input_spec = json.loads((folder / BUNDLE_JSON).read_text(encoding="utf-8"))["input_spec"]
+    description = json.loads((folder / BUNDLE_JSON).read_text(encoding="utf-8"))
+    pad_multiple = InputSpec.from_dict(description["input_spec"]).pad_multiple
     shutil.rmtree(folder / SAVED_MODEL_DIR)
     export_saved_model(model, folder / SAVED_MODEL_DIR)
-    check_serving_matches(folder, model, input_spec)
+    check_serving_matches(folder, model, pad_multiple)
     write_manifest(folder)
     verify_bundle(folder)

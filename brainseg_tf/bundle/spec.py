@@ -1,12 +1,11 @@
-"""The bundle format's names and constants, and the input contract derived from a `Config`."""
+"""The bundle format's names and constants (the input contract itself is `brainseg_tf.preprocessing.InputSpec`)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
-
-from brainseg_tf.config import Config
+from brainseg_tf.families import FAMILIES
 from brainseg_tf.labels import class_slug
+from brainseg_tf.preprocessing import INPUT_SPEC_KEYS
 
 FORMAT_VERSION = 1
 """Bumped whenever a reader of the previous version could misread a new bundle."""
@@ -24,7 +23,6 @@ LABELS_SIGNATURE = "labels"
 LABELS_OUTPUT = "labels"
 
 KINDS: tuple[str, ...] = ("model", "ensemble")
-FAMILIES: tuple[str, ...] = ("multiclass", "single_class")  # as brainseg_tf.models, without importing keras
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "format_version",
@@ -41,51 +39,7 @@ REQUIRED_KEYS: tuple[str, ...] = (
 )
 """Keys every bundle.json has; ensembles also have ``members``."""
 
-INPUT_SPEC_KEYS: tuple[str, ...] = (
-    "orientation",
-    "voxel_size",
-    "lower_percentile",
-    "upper_percentile",
-    "mode",
-    "slice_axis",
-    "context",
-    "channels",
-    "pad_multiple",
-    "patch_shape",
-    "context_padding",
-)
-
-
-def input_spec_from_config(config: Config) -> dict[str, Any]:
-    """How inference must prepare a network's input, from the config it was trained with.
-
-    Volumes are conformed to RAS+ at ``voxel_size`` and clipped/scaled between the percentiles.
-    In ``slices`` mode, ``2 * context + 1`` neighbouring slices along ``slice_axis`` are stacked as
-    channels (low to high index, zeros beyond the volume); in ``patches`` mode a single channel is
-    cut in ``patch_shape`` patches. Spatial sizes are padded to a multiple of ``pad_multiple``.
-
-    Args:
-        config: the effective training config.
-
-    Returns:
-        A JSON-ready dict with the keys of `INPUT_SPEC_KEYS`.
-    """
-    generator = config.generator
-    slices = generator.mode == "slices"
-    return {
-        "orientation": "RAS",
-        "voxel_size": float(config.preprocess.voxel_size),
-        "lower_percentile": float(config.preprocess.lower_percentile),
-        "upper_percentile": float(config.preprocess.upper_percentile),
-        "mode": generator.mode,
-        "slice_axis": int(generator.slice_axis) if slices else None,
-        "context": int(generator.context) if slices else None,
-        "channels": int(generator.channels),
-        "pad_multiple": int(2**config.model.depth),
-        "patch_shape": None if slices else [int(s) for s in generator.patch_shape],
-        "context_padding": "zeros",
-    }
-
+__all__ = ["FAMILIES", "INPUT_SPEC_KEYS"]  # re-exported for the bundle's readers and writers
 
 def member_name(class_name: str, class_index: int) -> str:
     """Folder name of an ensemble member: the class name slug, "gray matter" -> "gray_matter".

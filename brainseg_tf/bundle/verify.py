@@ -13,7 +13,6 @@ from brainseg_tf.bundle.spec import (
     BUNDLE_JSON,
     FAMILIES,
     FORMAT_VERSION,
-    INPUT_SPEC_KEYS,
     KERAS_FILE,
     KINDS,
     MANIFEST,
@@ -23,7 +22,9 @@ from brainseg_tf.bundle.spec import (
     SAVED_MODEL_DIR,
 )
 from brainseg_tf.errors import BundleError, LabelError
+from brainseg_tf.families import Family
 from brainseg_tf.labels import LabelSet
+from brainseg_tf.preprocessing import InputSpec
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,10 @@ class BundleInfo:
     Attributes:
         path: the bundle folder.
         kind: ``"model"`` or ``"ensemble"``.
-        family: ``"multiclass"`` or ``"single_class"``.
+        family: the networks' family.
         class_index: the class a single_class model segments; None for multiclass models and ensembles.
         label_set: the classes, background first.
-        input_spec: how inputs are prepared (see `input_spec_from_config`).
+        input_spec: the input contract: how inputs are prepared and read.
         metrics: validation metrics recorded at training time.
         members: an ensemble's member models, in bundle order; empty for a model.
         config: the effective training config, as a plain dict.
@@ -44,16 +45,16 @@ class BundleInfo:
 
     path: Path
     kind: str
-    family: str
+    family: Family
     class_index: int | None
     label_set: LabelSet
-    input_spec: dict[str, Any]
+    input_spec: InputSpec
     metrics: dict[str, float | None]
     members: list[BundleInfo] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def verify_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
+def verify_bundle(path: str | os.PathLike[str], hashed: dict[str, str] | None = None) -> dict[str, Any]:
     """Check a bundle completely before anything in it is trusted.
 
     First the manifest (every listed file present with the right sha256, no other file, no path
@@ -63,6 +64,8 @@ def verify_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Args:
         path: the bundle folder.
+        hashed: sha256 of its files already checked on disk (given for an ensemble's members, whose
+            files the ensemble's manifest lists: each file is hashed once).
 
     Returns:
         The parsed ``bundle.json``.
@@ -73,7 +76,7 @@ def verify_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
     root = Path(path)
     if not root.is_dir():
         raise BundleError(root, "not a bundle folder (expected a folder with bundle.json and manifest.sha256)")
-    listed = check_manifest(root)
+    listed = check_manifest(root, hashed)
     data = _read_bundle_json(root)
     _check_description(root, data)
     if data["kind"] == "model":
@@ -81,7 +84,7 @@ def verify_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
             if required not in listed:
                 raise BundleError(root, f"model bundle without {required}")
     else:
-        _check_members(root, data)
+        _check_members(root, data, listed)
     return data
 
 
@@ -100,10 +103,10 @@ def _info(root: Path, data: dict[str, Any]) -> BundleInfo:
     return BundleInfo(
         path=root,
         kind=data["kind"],
-        family=data["family"],
+        family=Family(data["family"]),
         class_index=data["class_index"],
         label_set=LabelSet.from_dict(data["label_set"]),
-        input_spec=dict(data["input_spec"]),
+        input_spec=InputSpec.from_dict(data["input_spec"]),
         metrics=dict(data["metrics"]),
         members=members,
         config=dict(data["config"]),
@@ -142,9 +145,10 @@ def _check_description(root: Path, data: dict[str, Any]) -> None:
         label_set = LabelSet.from_dict(data["label_set"])
     except (LabelError, KeyError, TypeError, ValueError) as error:
         raise BundleError(file, f"invalid label_set ({error})") from None
-    missing_spec = [key for key in INPUT_SPEC_KEYS if key not in data["input_spec"]]
-    if missing_spec:
-        raise BundleError(file, f"input_spec lacks key(s) {missing_spec}")
+    try:
+        InputSpec.from_dict(data["input_spec"])
+    except ValueError as error:
+        raise BundleError(file, f"unusable input_spec: {error}") from None
     _check_class_index(file, data, label_set)
 
 
@@ -161,7 +165,7 @@ def _check_class_index(file: Path, data: dict[str, Any], label_set: LabelSet) ->
         raise BundleError(file, f"expected family 'single_class' for an ensemble. Received: {data['family']!r}")
 
 
-def _check_members(root: Path, data: dict[str, Any]) -> None:
+def _check_members(root: Path, data: dict[str, Any], listed: dict[str, str]) -> None:
     file = root / BUNDLE_JSON
     members = data.get("members")
     if not isinstance(members, list) or not members:
@@ -174,8 +178,9 @@ def _check_members(root: Path, data: dict[str, Any]) -> None:
         if not isinstance(name, str) or not MEMBER_NAME_PATTERN.match(name) or entry["path"] != f"{MEMBERS_DIR}/{name}":
             raise BundleError(file, f"refused member path {entry['path']!r} (expected '{MEMBERS_DIR}/<name>' with name [0-9a-z_]+)")
         member_root = root / entry["path"]
-        member = verify_bundle(member_root)
-        found = sha256_file(member_root / MANIFEST)
+        prefix = f"{entry['path']}/"
+        member = verify_bundle(member_root, {path[len(prefix) :]: digest for path, digest in listed.items() if path.startswith(prefix)})
+        found = listed.get(f"{prefix}{MANIFEST}") or sha256_file(member_root / MANIFEST)
         if found != entry["sha256"]:
             recorded = str(entry["sha256"])[:12]
             raise BundleError(

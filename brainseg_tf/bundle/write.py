@@ -26,7 +26,6 @@ from brainseg_tf.bundle.spec import (
     MANIFEST,
     MEMBERS_DIR,
     SAVED_MODEL_DIR,
-    input_spec_from_config,
     member_name,
 )
 from brainseg_tf.bundle.staging import staged
@@ -34,6 +33,7 @@ from brainseg_tf.bundle.verify import verify_bundle
 from brainseg_tf.config import Config
 from brainseg_tf.errors import BundleError
 from brainseg_tf.labels import LabelSet
+from brainseg_tf.preprocessing import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def write_model_bundle(
         inference_model = inference_copy(target, model)
         inference_model.save(staging / KERAS_FILE)
         export_saved_model(inference_model, staging / SAVED_MODEL_DIR)
-        check_serving_matches(staging, inference_model, description["input_spec"])
+        check_serving_matches(staging, inference_model, InputSpec.from_config(config).pad_multiple)
         _finish(staging, description)
     logger.info("Wrote %s bundle %s", family, target)
     return target
@@ -188,7 +188,7 @@ def _description(
         "family": family,
         "class_index": None if class_index is None else int(class_index),
         "label_set": label_set.to_dict(),
-        "input_spec": input_spec_from_config(config),
+        "input_spec": InputSpec.from_config(config).to_dict(),
         "config": config.to_dict(),
         "metrics": metrics,
         "versions": _versions(),

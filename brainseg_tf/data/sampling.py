@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from brainseg_tf.config import GeneratorConfig
+from brainseg_tf.crops import crop, crop_at
 from brainseg_tf.errors import ConfigError, DatasetError
 
 if TYPE_CHECKING:
@@ -142,25 +143,6 @@ def choose_centre(rng: np.random.Generator, points: ClassPoints, foreground_frac
         flat = members[rng.integers(members.size)]
         return tuple(int(v) for v in np.unravel_index(flat, points.shape))  # type: ignore[return-value]
     return tuple(int(rng.integers(n)) for n in points.shape)  # type: ignore[return-value]
-
-
-def crop(array: np.ndarray, centre: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """Exact crop of `size` centred on `centre` (start ``centre - size // 2``), zero outside the array."""
-    return crop_at(array, [c - n // 2 for c, n in zip(centre, size)], size)
-
-
-def crop_at(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """Exact crop of `size` from corner `start` (may lie outside the array), zero outside the array."""
-    out = np.zeros(tuple(size), dtype=array.dtype)
-    source, target = [], []
-    for first, n, extent in zip(start, size, array.shape):
-        low, high = max(first, 0), min(first + n, extent)
-        if high <= low:
-            return out
-        source.append(slice(low, high))
-        target.append(slice(low - first, high - first))
-    out[tuple(target)] = array[tuple(source)]
-    return out
 
 
 def resample_box(array: np.ndarray, centre: Sequence[int], size: Sequence[int], matrix: np.ndarray, order: int) -> np.ndarray:

@@ -24,13 +24,19 @@ from brainseg_tf.labels import TISSUE, LabelSet, UnknownPolicy, get_label_set
 logger = logging.getLogger(__name__)
 
 
-def build_cache(config: Config, rebuild: bool = False, workers: int | None = None) -> Path:
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: called with ``done = 0`` when a build starts, then once after each of its
+``total`` subjects is written (the library reports; entry points draw bars)."""
+
+
+def build_cache(config: Config, rebuild: bool = False, workers: int | None = None, progress: Progress | None = None) -> Path:
     """Return the cache file for ``config.data``, building it when missing, stale or ``rebuild``.
 
     Args:
         config: the run's configuration (data source, label set, preprocessing).
         rebuild: build even when a cache with the same recipe exists.
         workers: processes preparing subjects in parallel (default: CPU count, at most 4).
+        progress: told of each subject written (see `Progress`); not called when the cache is reused.
 
     Raises:
         DatasetError: the source is misconfigured or a subject cannot be prepared.
@@ -42,7 +48,7 @@ def build_cache(config: Config, rebuild: bool = False, workers: int | None = Non
         logger.info("reusing cache %s", path)
         return path
     logger.info("building %s cache: %d subjects -> %s", name, len(tasks), path)
-    return write_cache(path, _run(tasks, workers), get_label_set(config.data.label_set), recipe)
+    return write_cache(path, _reported(_run(tasks, workers), len(tasks), progress), get_label_set(config.data.label_set), recipe)
 
 
 def _plan(config: Config) -> tuple[str, dict[str, Any], list[Callable[[], Subject]]]:
@@ -91,6 +97,16 @@ def _run(tasks: list[Callable[[], Subject]], workers: int | None) -> Iterator[Su
     # spawn: safe even when TensorFlow (threads) is already loaded in the parent.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         yield from pool.map(_call, tasks)
+
+
+def _reported(subjects: Iterator[Subject], total: int, progress: Progress | None) -> Iterator[Subject]:
+    """The subjects, telling ``progress`` once at the start and again as the consumer asks for the next one."""
+    if progress is not None:
+        progress(0, total)
+    for done, subject in enumerate(subjects, start=1):
+        yield subject  # the consumer writes it before asking for the next
+        if progress is not None:
+            progress(done, total)
 
 
 def _call(task: Callable[[], Subject]) -> Subject:

@@ -43,7 +43,7 @@ from brainseg_tf.config import EmbeddedDatasetConfig
 from brainseg_tf.datasets.cache import Split
 from brainseg_tf.errors import ConfigError
 from brainseg_tf.geometry import CANONICAL_AXCODES, VOXEL_SIZE_TOLERANCE, conform
-from brainseg_tf.io import Volume
+from brainseg_tf.io import Image, LabelMap, Volume
 from brainseg_tf.labels import TISSUE
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Template:
         brain_mask: bool brain mask on the same grid.
     """
 
-    image: Volume
+    image: Image
     gray_matter: np.ndarray
     white_matter: np.ndarray
     brain_mask: np.ndarray
@@ -112,8 +112,8 @@ def load_template(voxel_size: float = 1.0) -> Template:
     }
     coarse = {}
     for name, source in sources.items():
-        volume = Volume(np.array(source.dataobj, dtype=np.float32), source.affine)  # a copy: nilearn caches its images
-        coarse[name], _ = conform(volume, voxel_size, "linear")
+        volume = Image(np.array(source.dataobj, dtype=np.float32), source.affine)  # a copy: nilearn caches its images
+        coarse[name], _ = conform(volume, voxel_size)  # probability maps and the mask too: averaged, then thresholded
     logger.debug("MNI152 template at %.2f mm: shape %s", voxel_size, coarse["image"].shape)
     return Template(
         image=coarse["image"],
@@ -178,7 +178,7 @@ def resampled_indices(config: EmbeddedDatasetConfig) -> frozenset[int]:
     return frozenset(int(i) for i in rng.permutation(total)[:count])
 
 
-def synthesize_subject(template: Template, index: int, config: EmbeddedDatasetConfig) -> tuple[Volume, Volume]:
+def synthesize_subject(template: Template, index: int, config: EmbeddedDatasetConfig) -> tuple[Image, LabelMap]:
     """Synthesise subject ``index`` by the module's recipe; the same seed gives identical arrays.
 
     Args:
@@ -209,7 +209,7 @@ def synthesize_subject(template: Template, index: int, config: EmbeddedDatasetCo
     image = np.zeros(template.image.shape, dtype=np.float32)
     image[reached] = _vary_scanner(t1, gray, white, mask, labels[reached], scanner_rng, config)
     image *= _bias_field(template.image.shape, scanner_rng, config.bias_field_strength)
-    image_volume, label_volume = template.image.with_array(image), template.image.with_array(labels)
+    image_volume, label_volume = template.image.with_array(image), LabelMap(labels, template.image.affine)
     if index in resampled_indices(config):
         image_volume, label_volume = _store_on_native_grid(image_volume, label_volume, grid_rng, config.template_voxel_size)
     noisy = _add_rician_noise(image_volume.array, label_volume.array, noise_rng, config.noise_std)
@@ -331,16 +331,16 @@ def _bias_field(shape: Sequence[int], rng: np.random.Generator, strength: float)
 
 
 def _store_on_native_grid(
-    image: Volume, labels: Volume, rng: np.random.Generator, template_voxel_size: float
-) -> tuple[Volume, Volume]:
+    image: Image, labels: LabelMap, rng: np.random.Generator, template_voxel_size: float
+) -> tuple[Image, LabelMap]:
     """Resample to a random native voxel size and axis order over the same field of view."""
     sizes = np.asarray(NATIVE_VOXEL_SIZES[rng.integers(len(NATIVE_VOXEL_SIZES))]) * template_voxel_size
     axcodes = NATIVE_ORIENTATIONS[rng.integers(len(NATIVE_ORIENTATIONS))]
     native = nio.axcodes2ornt(axcodes)
     ras_sizes = np.empty(3)
     ras_sizes[native[:, 0].astype(int)] = sizes  # array axis k runs along world axis native[k, 0]
-    image, _ = conform(image, tuple(ras_sizes), "linear")
-    labels, _ = conform(labels, tuple(ras_sizes), "nearest")
+    image, _ = conform(image, tuple(ras_sizes))
+    labels, _ = conform(labels, tuple(ras_sizes))
     transform = nio.ornt_transform(nio.axcodes2ornt(CANONICAL_AXCODES), native)
     logger.debug("native grid %s, voxel size %s mm", axcodes, tuple(sizes))
     return _reoriented(image, transform), _reoriented(labels, transform)
@@ -350,7 +350,7 @@ def _reoriented(volume: Volume, transform: np.ndarray) -> Volume:
     """Permute/flip the array's axes by a nibabel orientation transform, keeping world positions."""
     array = nio.apply_orientation(volume.array, transform)
     affine = volume.affine @ nio.inv_ornt_aff(transform, volume.shape)
-    return Volume(np.ascontiguousarray(array), affine)
+    return type(volume)(np.ascontiguousarray(array), affine)
 
 
 def _add_rician_noise(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, noise_std: float) -> np.ndarray:

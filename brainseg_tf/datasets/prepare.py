@@ -7,24 +7,24 @@ import numpy as np
 from brainseg_tf.config import PreprocessConfig
 from brainseg_tf.datasets.cache import Split, Subject
 from brainseg_tf.errors import DatasetError
-from brainseg_tf.geometry import conform
-from brainseg_tf.intensity import normalize_intensity
-from brainseg_tf.io import Volume
+from brainseg_tf.io import Image, LabelMap
 from brainseg_tf.labels import LabelSet, UnknownPolicy
+from brainseg_tf.preprocessing import Preprocessing
 
 GRID_TOLERANCE_MM = 1e-3
 
 
 def prepare_subject(
     subject_id: str,
-    image: Volume,
-    label_map: Volume,
+    image: Image,
+    label_map: LabelMap,
     label_set: LabelSet,
     preprocess: PreprocessConfig,
     split: Split,
     unknown: UnknownPolicy = "error",
 ) -> Subject:
-    """Map stored labels to classes, conform both volumes to RAS+ at the target voxel size, normalise.
+    """Map stored labels to classes, then prepare the image and its classes as inference prepares an image
+    (`brainseg_tf.preprocessing.Preprocessing`: RAS+ at the target voxel size, intensities normalised).
 
     Raises:
         DatasetError: image and label map are not on the same grid, or labels fall outside the set.
@@ -38,13 +38,13 @@ def prepare_subject(
         classes = label_set.to_classes(label_map.array, unknown)
     except ValueError as error:
         raise DatasetError(f"Subject {subject_id}: {error}") from None
-    conformed_image, _ = conform(image, preprocess.voxel_size, "linear")
-    conformed_classes, _ = conform(label_map.with_array(classes), preprocess.voxel_size, "nearest")
-    normalised = normalize_intensity(conformed_image.array, preprocess.lower_percentile, preprocess.upper_percentile)
+    recipe = Preprocessing.from_config(preprocess)
+    prepared = recipe.prepare(Image(image.array, image.affine))
+    conformed_classes = recipe.prepare_label_map(LabelMap(classes, label_map.affine))
     return Subject(
         subject_id=subject_id,
-        image=normalised,
+        image=prepared.array,
         classes=conformed_classes.array.astype(np.uint8),
-        affine=conformed_image.affine,
+        affine=prepared.inverse.conformed_grid.affine,
         split=split,
     )

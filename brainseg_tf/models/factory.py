@@ -9,19 +9,17 @@ Also the matching `compile_segmenter` and an analytic cost count, `count_flops`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import keras
 import numpy as np
 
 from brainseg_tf.config import ModelConfig
+from brainseg_tf.families import FAMILIES, Family
 from brainseg_tf.models.losses import DiceBinaryCrossEntropy, DiceCrossEntropy
 from brainseg_tf.models.metrics import DiceScore
 from brainseg_tf.labels import class_slug
 from brainseg_tf.models.unet import build_backbone
 
-Family = Literal["multiclass", "single_class"]
-FAMILIES: tuple[str, ...] = ("multiclass", "single_class")
 
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 

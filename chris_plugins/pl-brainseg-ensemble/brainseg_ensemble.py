@@ -2,11 +2,9 @@
 
 from pathlib import Path
 
-from inference.plugin import bundle_path, build_parser, prepare_environment, run_plugin
+from chris_plugin import chris_plugin
 
-prepare_environment()  # before TensorFlow or matplotlib is imported
-
-from chris_plugin import chris_plugin  # noqa: E402
+from inference.plugin import build_parser, bundle_path, run_plugin
 
 __version__ = "0.1.0"
 
@@ -29,7 +27,11 @@ parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__v
     max_gpu_limit=0,
 )
 def main(options, inputdir: Path, outputdir: Path) -> int:
-    """Segment every matching volume under ``inputdir``; outputs mirror its folders under ``outputdir``."""
+    """Segment every matching volume under ``inputdir``; outputs mirror its folders under ``outputdir``.
+
+    `run_plugin` prepares the environment (HOME, KERAS_HOME, MPLCONFIGDIR) before TensorFlow or
+    matplotlib is imported; importing this module sets nothing.
+    """
     return run_plugin(options, inputdir, outputdir, bundle_path("tissue-ensemble"), "pl-brainseg-ensemble")
 
 

@@ -5,12 +5,16 @@ axis order), plus one extra case apart from them: the clean MNI152 template itse
 of the training distribution). Every method segments the native image the way a user would run it:
 
 - the bundles through `inference.segmenter.Segmenter` (conform, normalise, predict, fuse, back to the input grid);
-- the classical baselines (`brainseg_tf.baselines`) on the image conformed and normalised with the
-  multi-class bundle's input_spec, their classes mapped back by the `ConformInverse` (nearest).
+- the classical baselines (`brainseg_tf.baselines`) on the image prepared by the multi-class bundle's
+  input contract (`brainseg_tf.preprocessing.InputSpec.prepare`), their classes mapped back by its
+  inverse (nearest).
 
 Each method runs in its own fresh process (multiprocessing "spawn"), so the peak resident memory it
 reports (``ru_maxrss``) is that method's alone, runtime included (TensorFlow for the networks).
 Scores (`brainseg_tf.scoring`) are computed on the native grid with the affine's voxel sizes.
+
+This package meets training only through the library and the bundle format: it imports `inference`
+and `brainseg_tf`, never `training`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import platform
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -34,14 +39,18 @@ import numpy as np
 
 from brainseg_tf.config import Config
 from brainseg_tf.errors import BrainsegError, ConfigError
-from brainseg_tf.io import Volume, voxel_sizes
+from brainseg_tf.io import Image, Volume, voxel_sizes
 from brainseg_tf.labels import TISSUE
+from brainseg_tf.preprocessing import InputSpec
 from brainseg_tf.scoring import class_volume, dice_scores, hausdorff95, volume_difference
-from training.compare_report import TEMPLATE_CASE, finite_or_none, relative_link, render_tables, save_chart, update_doc, write_text
+from evaluation.report import TEMPLATE_CASE, finite_or_none, relative_link, render_tables, save_chart, update_doc, write_text
 
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES = tuple(TISSUE.names[c] for c in TISSUE.foreground_classes)
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: called with ``done = 0`` when a stage starts, then once after each of
+its ``total`` steps. Stages: ``"segmenting"`` (one step per method, each run in its own process) and
+``"scoring"`` (one step per label map)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,7 @@ class CompareOptions:
     doc: Path = Path("docs/comparison.md")
     chart: Path = Path("docs/comparison.png")
     output_dir: Path = Path("outputs/compare")
-    command: str = "python -m training compare"
+    command: str = "python -m evaluation compare"
 
 
 @dataclass(frozen=True)
@@ -89,8 +98,13 @@ class Case:
     voxel_size: tuple[float, float, float]
 
 
-def run_comparison(config: Config, options: CompareOptions) -> dict[str, Any]:
+def run_comparison(config: Config, options: CompareOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Segment every case with every method, score, and write ``results.json``, the chart and the page.
+
+    Args:
+        config: the configuration whose embedded-dataset recipe gives the test subjects.
+        options: what to compare and where to write.
+        progress: told of each method run and each label map scored (see `Progress`), e.g. for a bar.
 
     Returns:
         The results as written to ``results.json``.
@@ -102,9 +116,8 @@ def run_comparison(config: Config, options: CompareOptions) -> dict[str, Any]:
     methods = _methods(options)
     with tempfile.TemporaryDirectory(prefix="brainseg-compare-") as scratch:
         cases = build_cases(config, options.subjects, options.template, Path(scratch))
-        runs = {m.name: run_in_fresh_process(m, input_spec, cases, Path(scratch) / f"method-{n}") for n, m in enumerate(methods)}
-        logger.info("scoring %d label maps", len(methods) * len(cases))
-        scores = [score_case(m.name, c, np.load(runs[m.name]["labels"][c.case_id])) for m in methods for c in cases]
+        runs = run_methods(methods, input_spec, cases, Path(scratch), progress)
+        scores = score_runs(methods, cases, runs, progress)
     results = _results(options, methods, cases, runs, scores)
     options.output_dir.mkdir(parents=True, exist_ok=True)
     write_text(options.output_dir / "results.json", json.dumps(finite_or_none(results), indent=2) + "\n")
@@ -114,8 +127,8 @@ def run_comparison(config: Config, options: CompareOptions) -> dict[str, Any]:
     return results
 
 
-def _check_bundles(options: CompareOptions) -> dict[str, Any]:
-    """Verify both bundles; return the multi-class input_spec (the baselines preprocess with it)."""
+def _check_bundles(options: CompareOptions) -> InputSpec:
+    """Verify both bundles; return the multi-class input contract (the baselines preprocess with it)."""
     from brainseg_tf.bundle import read_bundle_info
 
     if options.subjects is not None and options.subjects < 1:
@@ -170,7 +183,46 @@ def _case(case_id: str, group: str, image: Volume, reference: np.ndarray, folder
     return Case(case_id, group, image_file, reference.astype(np.uint8), sizes)  # type: ignore[arg-type]
 
 
-def run_in_fresh_process(method: Method, input_spec: dict[str, Any], cases: list[Case], folder: Path) -> dict[str, Any]:
+def run_methods(
+    methods: list[Method], input_spec: InputSpec, cases: list[Case], folder: Path, progress: Progress | None = None
+) -> dict[str, dict[str, Any]]:
+    """Run each method on every case, one fresh process per method; label maps go under ``folder/method-<n>``.
+
+    Returns:
+        Method name -> its run (see `run_in_fresh_process`).
+    """
+    runs = {}
+    _tell(progress, "segmenting", 0, len(methods))
+    for number, method in enumerate(methods):
+        runs[method.name] = run_in_fresh_process(method, input_spec, cases, folder / f"method-{number}")
+        _tell(progress, "segmenting", number + 1, len(methods))
+    return runs
+
+
+def score_runs(
+    methods: list[Method], cases: list[Case], runs: dict[str, dict[str, Any]], progress: Progress | None = None
+) -> list[dict[str, Any]]:
+    """Score every method's label map of every case against the case's reference (see `score_case`).
+
+    Returns:
+        One score row per method and case, methods in order, each method's cases in order.
+    """
+    pairs = [(method, case) for method in methods for case in cases]
+    logger.info("scoring %d label maps", len(pairs))
+    scores = []
+    _tell(progress, "scoring", 0, len(pairs))
+    for done, (method, case) in enumerate(pairs, start=1):
+        scores.append(score_case(method.name, case, np.load(runs[method.name]["labels"][case.case_id])))
+        _tell(progress, "scoring", done, len(pairs))
+    return scores
+
+
+def _tell(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def run_in_fresh_process(method: Method, input_spec: InputSpec, cases: list[Case], folder: Path) -> dict[str, Any]:
     """Run one method on every case in a new spawned process; label maps are saved under ``folder``.
 
     Returns:
@@ -186,11 +238,11 @@ def run_in_fresh_process(method: Method, input_spec: dict[str, Any], cases: list
     return run
 
 
-def _method_worker(method: Method, input_spec: dict[str, Any], images: dict[str, str], folder: str) -> dict[str, Any]:
+def _method_worker(method: Method, input_spec: InputSpec, images: dict[str, str], folder: str) -> dict[str, Any]:
     """In the fresh process: load the method, segment each image, save labels, report times and peak RSS."""
     started = time.perf_counter()
     if method.kind == "bundle":
-        from inference.runtime import import_tensorflow_quietly, prefer_onednn
+        from brainseg_tf.runtime import import_tensorflow_quietly, prefer_onednn
 
         prefer_onednn()  # as `python -m inference` and the plugins run
         import_tensorflow_quietly()  # the runtime's import is timed apart from the model load
@@ -207,7 +259,7 @@ def _method_worker(method: Method, input_spec: dict[str, Any], images: dict[str,
     seconds, labels = {}, {}
     for case_id, image_file in images.items():
         with np.load(image_file) as saved:
-            image = Volume(saved["array"], saved["affine"])
+            image = Image(saved["array"], saved["affine"])
         classes, seconds[case_id] = segment(image)
         labels[case_id] = os.path.join(folder, f"{case_id}.npy")
         np.save(labels[case_id], classes)
@@ -216,23 +268,20 @@ def _method_worker(method: Method, input_spec: dict[str, Any], images: dict[str,
 
 
 def _bundle_segmenter(segmenter: Any) -> Any:
-    def segment(image: Volume) -> tuple[np.ndarray, float]:
+    def segment(image: Image) -> tuple[np.ndarray, float]:
         segmentation = segmenter.segment(image)
         return segmentation.labels.array, segmentation.seconds
 
     return segment
 
 
-def _baseline_segmenter(classifier: Any, input_spec: dict[str, Any]) -> Any:
-    """Conform and normalise like the networks' preprocessing, classify, map back (nearest); timed alike."""
-    from brainseg_tf.geometry import conform
-    from brainseg_tf.intensity import normalize_intensity
+def _baseline_segmenter(classifier: Any, input_spec: InputSpec) -> Any:
+    """Prepare by the networks' input contract, classify, map back (nearest); timed alike."""
 
-    def segment(image: Volume) -> tuple[np.ndarray, float]:
+    def segment(image: Image) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
-        conformed, inverse = conform(image, float(input_spec["voxel_size"]), "linear")
-        normalised = normalize_intensity(conformed.array, input_spec["lower_percentile"], input_spec["upper_percentile"])
-        classes = inverse(classifier.fit_predict(normalised), "nearest").array
+        prepared = input_spec.prepare(image)
+        classes = prepared.inverse(classifier.fit_predict(prepared.array), "nearest").array
         return classes, time.perf_counter() - start
 
     return segment

@@ -1,6 +1,6 @@
 """The report of the comparison job: Markdown tables between the page's markers, the PNG chart, strict JSON.
 
-Reads the plain results dict `training.compare.run_comparison` builds; imports nothing of the models.
+Reads the plain results dict `evaluation.compare.run_comparison` builds; imports nothing of the models.
 """
 
 from __future__ import annotations

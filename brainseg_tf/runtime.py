@@ -1,4 +1,4 @@
-"""Process-wide settings of the TensorFlow runtime, made once by entry points before any model loads."""
+"""Process-wide settings of the TensorFlow runtime, made once by entry points (CLIs, plugins, jobs) before any model loads."""
 
 from __future__ import annotations
 

@@ -1,0 +1,99 @@
+"""Command line of `python -m evaluation`: parse, configure logging and progress bars, call one library function."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from brainseg_tf.config import Config, config_from_command_line
+from brainseg_tf.errors import BrainsegError
+
+logger = logging.getLogger("evaluation")
+
+STAGE_UNITS = {"segmenting": "method", "scoring": "label map"}
+"""The unit of each stage `evaluation.compare.run_comparison` reports progress on."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with one subcommand per job."""
+    parser = argparse.ArgumentParser(prog="python -m evaluation", description="Evaluate brainseg-tf bundles through inference.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    compare = commands.add_parser("compare", help="multi-class vs ensemble vs classical baselines on the held-out test subjects")
+    compare.add_argument("--config", type=Path, help="YAML file overriding the defaults in brainseg_tf/config.py")
+    compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override one config value, e.g. --set data.embedded.n_test=2 (repeatable)")
+    compare.add_argument("--quick", action="store_true", help="small setting for tests and quick looks (5 subjects at 3 mm)")
+    compare.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    compare.add_argument("--multiclass", type=Path, default=Path("models/tissue-multiclass"), metavar="DIR", help="multi-class bundle (default: %(default)s)")
+    compare.add_argument("--ensemble", type=Path, default=Path("models/tissue-ensemble"), metavar="DIR", help="ensemble bundle (default: %(default)s)")
+    compare.add_argument("--subjects", type=int, metavar="N", help="score only the first N test subjects (default: all)")
+    compare.add_argument("--no-template", dest="template", action="store_false", help="skip the extra row on the clean MNI152 template")
+    compare.add_argument("--doc", type=Path, default=Path("docs/comparison.md"), metavar="FILE",
+                         help="Markdown page whose generated part (between the compare markers) is rewritten (default: %(default)s)")
+    compare.add_argument("--chart", type=Path, default=Path("docs/comparison.png"), metavar="FILE", help="PNG chart (default: %(default)s)")
+    compare.add_argument("--output-dir", type=Path, default=Path("outputs/compare"), metavar="DIR", help="raw results.json goes here (default: %(default)s)")
+    return parser
+
+
+def compare(args: argparse.Namespace, config: Config) -> None:
+    """Score both families and the classical baselines on the test subjects; write the page, chart and JSON."""
+    from evaluation.compare import CompareOptions, run_comparison
+
+    options = CompareOptions(
+        multiclass=args.multiclass, ensemble=args.ensemble, subjects=args.subjects, template=args.template,
+        doc=args.doc, chart=args.chart, output_dir=args.output_dir, command=shlex.join(["python", "-m", "evaluation", *sys.argv[1:]]),
+    )
+    with contextlib.closing(StageBars()) as bars, (logging_redirect_tqdm() if bars.enabled else contextlib.nullcontext()):
+        run_comparison(config, options, progress=bars)
+
+
+class StageBars:
+    """The progress of `run_comparison` as tqdm bars, one per stage, each open while its stage runs.
+
+    Disabled when stdout is not a terminal, so CI logs stay plain lines; while enabled, `compare`
+    prints the log lines above the bars.
+    """
+
+    def __init__(self) -> None:
+        self.bars: dict[str, tqdm] = {}
+        self.enabled = sys.stdout.isatty()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.bars:
+            self.bars[stage] = tqdm(total=total, desc=stage, unit=STAGE_UNITS.get(stage, "step"), disable=not self.enabled)
+        bar = self.bars[stage]
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()  # the next stage's bar takes its line
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+COMMANDS = {"compare": compare}
+"""TensorFlow is not imported here up front: compare segments in fresh worker processes, whose peak memory
+would otherwise start from this process's."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return the process exit status (0 ok, 1 a user-facing error)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        COMMANDS[args.command](args, config_from_command_line(args.config, args.overrides, args.quick))
+    except BrainsegError as error:
+        logger.error("%s", error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

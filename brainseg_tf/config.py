@@ -38,6 +38,33 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
+class HeadConfig:
+    """Procedural full heads grown around brain label maps (see datasets.heads).
+
+    Ranges are (low, high) in mm for adults; every thickness varies smoothly around the head within
+    its range, then is multiplied by ``thickness_scale``. Face and neck parts are adult shapes in
+    MNI-sized millimetres, scaled with the brain and by a random ``face_scale``.
+    """
+
+    extracerebral_csf_mm: tuple[float, float] = (1.0, 4.0)  # subarachnoid CSF between brain and dura
+    dura_mm: tuple[float, float] = (0.5, 1.5)
+    inner_table_mm: tuple[float, float] = (1.0, 2.5)  # cortical bone facing the brain
+    diploe_mm: tuple[float, float] = (1.0, 5.0)  # marrow between the tables
+    outer_table_mm: tuple[float, float] = (1.0, 2.5)
+    temporal_muscle_mm: tuple[float, float] = (4.0, 14.0)  # peak thickness over the temporal fossae, 0 elsewhere
+    scalp_fat_mm: tuple[float, float] = (1.5, 6.0)  # subcutaneous fat, under the skin of scalp, face and neck
+    skin_mm: tuple[float, float] = (1.5, 3.0)
+    thickness_scale: float = 1.0  # multiplies every thickness above: about 0.5-0.7 for young children
+    thickness_smoothness_mm: float = 40.0  # spacing of the control points of the thickness fields
+    face_scale: tuple[float, float] = (0.9, 1.1)  # face and neck size relative to an adult's on this brain; children ~ (0.6, 0.8)
+    position_jitter_mm: float = 4.0  # random shift of each face/neck part (adult mm, scaled with the brain)
+    size_jitter: float = 0.15  # relative random change of each part's semi-axes, in [0, 1)
+    shape_warp: float = 0.12  # relative amplitude of the smooth field warping each part's surface, in [0, 0.4]
+    neck_pitch_deg: float = 12.0  # largest random flexion (+) or extension (-) of the neck below the skull
+    neck_length_mm: float = 30.0  # neck kept below the chin (adult mm, scaled with the brain)
+
+
+@dataclass(frozen=True)
 class EmbeddedDatasetConfig:
     """Recipe of the embedded dataset synthesised from the MNI152 2009 template (see datasets.embedded)."""
 
@@ -72,6 +99,27 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class SynthesisConfig:
+    """Images synthesised from label maps (`brainseg_tf.data.synthesis`): per-sample random contrast per label,
+    then bias, gamma, resolution loss and Rician noise. Intensities on a T1-like scale (white matter about 1);
+    every (low, high) range is drawn uniformly unless said otherwise."""
+
+    prior_probability: float = 0.5  # share of samples whose label intensities come from the T1-like priors; the rest random
+    random_mean_range: tuple[float, float] = (0.0, 1.0)  # per-label means of random (non-T1) contrasts, as SynthSeg
+    random_std_range: tuple[float, float] = (0.0, 0.1)  # per-label within-label stds of random contrasts
+    smooth_variation_fraction: float = 0.3  # ratio of within-label variance that varies smoothly in space (0: white only)
+    smooth_variation_spacing_mm: float = 16.0  # control-point spacing of that smooth variation
+    thick_slice_probability: float = 0.5  # share of samples acquired with thick slices along a random axis
+    slice_thickness_range_mm: tuple[float, float] = (2.0, 7.0)  # acquired thickness along that axis (e.g. 1x1x5 mm)
+    in_plane_voxel_range_mm: tuple[float, float] = (0.8, 1.5)  # acquired size along the two other axes (at least the canvas's)
+    partial_volume_sigma_range: tuple[float, float] = (0.25, 0.75)  # Gaussian sigma in canvas voxels on axes not subsampled
+    bias_strength_range: tuple[float, float] = (0.0, 0.4)  # peak log-amplitude of the multiplicative bias (0.4: x0.67 to x1.49)
+    gamma_log_std: float = 0.35  # gamma = exp(N(0, gamma_log_std)) about the mean foreground intensity ...
+    gamma_range: tuple[float, float] = (0.5, 2.0)  # ... clipped to this range (ratios)
+    snr_range: tuple[float, float] = (5.0, 50.0)  # Rician SNR: mean foreground intensity / noise std, drawn log-uniformly
+
+
+@dataclass(frozen=True)
 class GeneratorConfig:
     """The one data generator both model families share."""
 
@@ -87,6 +135,8 @@ class GeneratorConfig:
     parallel_calls: int = 2  # tf.data map parallelism; -1 lets tf.data tune it
     prefetch_batches: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    heads: HeadConfig = field(default_factory=HeadConfig)  # full heads grown around the brains (datasets.heads)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)  # images from head label maps (data.synthesis)
 
     @property
     def channels(self) -> int:

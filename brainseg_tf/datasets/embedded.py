@@ -32,7 +32,6 @@ Synthesis recipe of subject ``index``, seeded by ``np.random.default_rng([seed, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nibabel.orientations as nio
@@ -42,6 +41,7 @@ from scipy import ndimage
 from brainseg_tf.config import EmbeddedDatasetConfig
 from brainseg_tf.datasets.cache import Split
 from brainseg_tf.errors import ConfigError
+from brainseg_tf.fields import SmoothField, bias_field
 from brainseg_tf.geometry import CANONICAL_AXCODES, VOXEL_SIZE_TOLERANCE, conform
 from brainseg_tf.io import Image, LabelMap, Volume
 from brainseg_tf.labels import TISSUE
@@ -54,7 +54,6 @@ NATIVE_VOXEL_SIZES: tuple[tuple[float, float, float], ...] = ((1.2, 1.2, 1.2), (
 """Voxel sizes of resampled subjects along their stored array axes, in units of the template voxel size."""
 NATIVE_ORIENTATIONS: tuple[str, ...] = ("LAS", "LPS", "LIA", "PIL")
 """Axis codes (nibabel) of resampled subjects' arrays; none is the template's RAS."""
-BIAS_KNOTS_PER_FIELD_OF_VIEW = 2  # bias-field control points every half field of view: a low-order field
 
 _CSF, _GRAY, _WHITE = (TISSUE.values[TISSUE.class_index(name)] for name in ("CSF", "gray matter", "white matter"))
 
@@ -208,55 +207,12 @@ def synthesize_subject(template: Template, index: int, config: EmbeddedDatasetCo
     labels[reached] = tissue_labels(gray, white, mask > 0.5)
     image = np.zeros(template.image.shape, dtype=np.float32)
     image[reached] = _vary_scanner(t1, gray, white, mask, labels[reached], scanner_rng, config)
-    image *= _bias_field(template.image.shape, scanner_rng, config.bias_field_strength)
+    image *= bias_field(template.image.shape, scanner_rng, config.bias_field_strength)
     image_volume, label_volume = template.image.with_array(image), LabelMap(labels, template.image.affine)
     if index in resampled_indices(config):
         image_volume, label_volume = _store_on_native_grid(image_volume, label_volume, grid_rng, config.template_voxel_size)
     noisy = _add_rician_noise(image_volume.array, label_volume.array, noise_rng, config.noise_std)
     return image_volume.with_array(noisy), label_volume
-
-
-@dataclass(frozen=True)
-class _SmoothField:
-    """A cubic B-spline field on a voxel grid: control values every ``spacing`` voxels, the first at -spacing."""
-
-    coefficients: np.ndarray  # (channels, knots0, knots1, knots2), float32
-    spacing: float  # voxels between control points
-
-    @classmethod
-    def random(cls, rng: np.random.Generator, shape: Sequence[int], spacing: float, channels: int) -> _SmoothField:
-        """Standard normal control values for ``channels`` components, covering a grid of ``shape``."""
-        knots = [int(np.ceil((n - 1) / spacing)) + 3 for n in shape]
-        return cls(rng.standard_normal((channels, *knots), dtype=np.float32), spacing)
-
-    def evaluate(self, positions: Sequence[np.ndarray]) -> np.ndarray:
-        """(channels, len0, len1, len2) float32 values on the grid ``positions[0] x positions[1] x positions[2]``."""
-        w0, w1, w2 = (_bspline_weights(p, self.spacing, m) for p, m in zip(positions, self.coefficients.shape[1:]))
-        partial = np.matmul(w1, self.coefficients @ w2.T)  # (channels, knots0, len1, len2)
-        flat = partial.reshape(partial.shape[0], partial.shape[1], -1)
-        return np.matmul(w0, flat).reshape(partial.shape[0], len(w0), len(w1), len(w2))
-
-    def scaled_to_peak(self, peak: float, shape: Sequence[int]) -> _SmoothField:
-        """The field scaled so its largest vector norm, sampled over a grid of ``shape``, is ``peak``."""
-        step = max(1, int(self.spacing // 4))
-        sampled = self.evaluate([np.arange(0, n, step, dtype=np.float32) for n in shape])
-        largest = float(np.sqrt((sampled**2).sum(axis=0)).max())
-        scale = peak / largest if largest > 0 else 0.0
-        return _SmoothField(self.coefficients * np.float32(scale), self.spacing)
-
-    def plus_affine(self, matrix: np.ndarray, offset: np.ndarray) -> _SmoothField:
-        """This field plus ``matrix @ x + offset``: cubic B-splines reproduce linear maps exactly."""
-        lattice = np.meshgrid(*[(np.arange(m) - 1) * self.spacing for m in self.coefficients.shape[1:]], indexing="ij")
-        linear = np.einsum("ab,bijk->aijk", matrix, np.stack(lattice)) + np.reshape(offset, (3, 1, 1, 1))
-        return _SmoothField((self.coefficients + linear).astype(np.float32), self.spacing)
-
-
-def _bspline_weights(positions: np.ndarray, spacing: float, knots: int) -> np.ndarray:
-    """(len(positions), knots) cubic B-spline weights; control point ``a`` sits at ``(a - 1) * spacing``."""
-    t = np.abs(positions[:, None] / spacing - (np.arange(knots, dtype=np.float32) - 1))
-    near = (4 - 6 * t**2 + 3 * t**3) / 6
-    far = np.clip(2 - t, 0, None) ** 3 / 6
-    return np.where(t < 1, near, far).astype(np.float32)
 
 
 def _random_affine(rng: np.random.Generator, config: EmbeddedDatasetConfig, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -291,7 +247,7 @@ def _warp_template(template: Template, rng: np.random.Generator, config: Embedde
     shape = template.image.shape
     voxel = float(template.image.voxel_size.mean())
     matrix, translation = _random_affine(rng, config, voxel)
-    elastic = _SmoothField.random(rng, shape, config.elastic_spacing_mm / voxel, channels=3)
+    elastic = SmoothField.random(rng, shape, config.elastic_spacing_mm / voxel, channels=3)
     elastic = elastic.scaled_to_peak(config.elastic_sigma_mm / voxel, shape)
     centre = np.asarray(ndimage.center_of_mass(template.brain_mask))
     pull = elastic.plus_affine(matrix, centre + translation - matrix @ centre)
@@ -321,13 +277,6 @@ def _vary_scanner(
     gamma = np.float32(np.exp(rng.normal(0.0, config.gamma_log_std)))
     reference = _white_matter_median(image, labels)
     return (reference * (image / reference) ** gamma).astype(np.float32)
-
-
-def _bias_field(shape: Sequence[int], rng: np.random.Generator, strength: float) -> np.ndarray:
-    """A smooth multiplicative field ``exp(strength * f)``, f a coarse B-spline field with peak |f| = 1."""
-    spacing = max(shape) / BIAS_KNOTS_PER_FIELD_OF_VIEW
-    field = _SmoothField.random(rng, shape, spacing, channels=1).scaled_to_peak(1.0, shape)
-    return np.exp(np.float32(strength) * field.evaluate([np.arange(n, dtype=np.float32) for n in shape])[0])
 
 
 def _store_on_native_grid(

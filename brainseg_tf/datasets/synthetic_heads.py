@@ -1,0 +1,79 @@
+"""Synthetic full-head subjects: a random head around a brain label map, imaged with a random contrast.
+
+`synthesize_head_subject` chains the two halves of the real-heads engine: `brainseg_tf.datasets.heads.build_head`
+(extra-cerebral anatomy grown around the brain, generation labels `HEAD_LABELS`) and
+`brainseg_tf.data.synthesis.synthesize_image` (a contrast per label, bias, gamma, resolution loss,
+Rician noise). `T1_PRIORS` gives every generation label a T1-weighted intensity range (white matter
+about 1; fat bright; cortical bone, air and fast-flowing blood dark; marrow and muscle in between, as
+on an MPRAGE or spoiled-gradient-echo T1), from which a share of the samples draws its contrast; the
+rest get contrasts unrelated to T1 (`SynthesisConfig.prior_probability`).
+
+Geometry: RAS+ grids, arrays indexed (i, j, k); the image and the label map share the head's grid,
+so `head_to_tissue` and `head_brain_mask` of the labels are the training targets voxel for voxel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from brainseg_tf.config import GeneratorConfig
+from brainseg_tf.data.synthesis import IntensityPrior, synthesize_image
+from brainseg_tf.datasets import heads
+from brainseg_tf.io import Image, LabelMap
+
+T1_PRIORS: dict[int, IntensityPrior] = {
+    heads.AIR: IntensityPrior((0.0, 0.03), (0.0, 0.01)),
+    heads.BRAIN_CSF: IntensityPrior((0.1, 0.35), (0.01, 0.05)),
+    heads.GRAY_MATTER: IntensityPrior((0.45, 0.7), (0.02, 0.06)),
+    heads.WHITE_MATTER: IntensityPrior((0.8, 1.05), (0.02, 0.05)),
+    heads.EXTRACEREBRAL_CSF: IntensityPrior((0.1, 0.35), (0.01, 0.05)),
+    heads.DURA: IntensityPrior((0.15, 0.5), (0.02, 0.08)),
+    heads.INNER_TABLE: IntensityPrior((0.0, 0.15), (0.01, 0.05)),
+    heads.DIPLOE: IntensityPrior((0.4, 1.1), (0.03, 0.12)),  # red (children) to fatty (adults) marrow
+    heads.OUTER_TABLE: IntensityPrior((0.0, 0.15), (0.01, 0.05)),
+    heads.SUBCUTANEOUS_FAT: IntensityPrior((0.9, 1.35), (0.03, 0.1)),
+    heads.SKIN: IntensityPrior((0.35, 0.7), (0.03, 0.1)),
+    heads.MASTICATORY_MUSCLE: IntensityPrior((0.3, 0.55), (0.02, 0.06)),
+    heads.EYE: IntensityPrior((0.08, 0.3), (0.01, 0.05)),  # vitreous: CSF-like
+    heads.ORBITAL_FAT: IntensityPrior((0.9, 1.35), (0.03, 0.1)),
+    heads.OPTIC_NERVE: IntensityPrior((0.5, 0.85), (0.02, 0.06)),
+    heads.SINUS_AIR: IntensityPrior((0.0, 0.05), (0.0, 0.02)),
+    heads.NASAL_CAVITY: IntensityPrior((0.0, 0.25), (0.01, 0.08)),  # air with mucosa
+    heads.FACIAL_BONE: IntensityPrior((0.05, 0.6), (0.03, 0.12)),  # cortex and marrow mixed
+    heads.MANDIBLE: IntensityPrior((0.1, 0.8), (0.03, 0.12)),
+    heads.TEETH: IntensityPrior((0.0, 0.1), (0.0, 0.03)),
+    heads.TONGUE: IntensityPrior((0.35, 0.6), (0.02, 0.07)),
+    heads.AIRWAY: IntensityPrior((0.0, 0.05), (0.0, 0.02)),
+    heads.VERTEBRA: IntensityPrior((0.4, 0.95), (0.03, 0.1)),  # marrow-filled bodies
+    heads.DISC: IntensityPrior((0.25, 0.5), (0.02, 0.06)),
+    heads.SPINAL_CORD: IntensityPrior((0.6, 0.9), (0.02, 0.05)),
+    heads.SPINAL_CSF: IntensityPrior((0.1, 0.35), (0.01, 0.05)),
+    heads.NECK_MUSCLE: IntensityPrior((0.3, 0.55), (0.02, 0.06)),
+    heads.DEEP_FAT: IntensityPrior((0.9, 1.35), (0.03, 0.1)),
+    heads.FACIAL_SOFT_TISSUE: IntensityPrior((0.35, 0.75), (0.03, 0.1)),
+    heads.VESSEL: IntensityPrior((0.0, 0.6), (0.02, 0.1)),  # flow voids to slow or enhanced flow
+}
+"""A T1-weighted intensity prior for every generation label of `brainseg_tf.datasets.heads.HEAD_LABELS`."""
+
+
+def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: GeneratorConfig) -> tuple[Image, LabelMap]:
+    """A full head around ``brain`` and its synthetic image, on one grid.
+
+    Args:
+        brain: ``TISSUE`` label map on an isotropic RAS+ grid (see `heads.build_head`).
+        rng: the subject's generator: the head first, then its image (two children, so changing one
+            recipe does not shift the other's draws).
+        config: ``config.heads`` shapes the head, ``config.synthesis`` its image.
+
+    Returns:
+        (float32 image, not normalised; head label map of generation labels), same shape and affine.
+
+    Raises:
+        ValueError: a brain `build_head` refuses.
+        ConfigError: a setting out of range.
+    """
+    head_rng, image_rng = rng.spawn(2)
+    labels = heads.build_head(brain, head_rng, config.heads)
+    voxel_size = tuple(float(s) for s in labels.voxel_size)
+    image = synthesize_image(np.asarray(labels.array), voxel_size, T1_PRIORS, image_rng, config.synthesis)  # type: ignore[arg-type]
+    return Image(image, labels.affine), labels

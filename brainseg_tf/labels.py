@@ -155,6 +155,9 @@ TISSUE = LabelSet(
     names=("background", "CSF", "gray matter", "white matter"),
 )
 
+BRAIN = LabelSet(name="brain", values=(0, 1), names=("background", "brain"))
+"""Brain extraction's targets: the brain (CSF, gray and white matter inside the meninges) against everything else."""
+
 # FreeSurfer aseg IDs and names (FreeSurferColorLUT), the structures SynthSeg-style tools segment.
 _ASEG_STRUCTURES: tuple[tuple[int, str], ...] = (
     (0, "Unknown"),
@@ -208,7 +211,7 @@ ASEG = LabelSet(
     lr_pairs=_lr_pairs(_aseg_names),
 )
 
-LABEL_SETS: dict[str, LabelSet] = {TISSUE.name: TISSUE, ASEG.name: ASEG}
+LABEL_SETS: dict[str, LabelSet] = {TISSUE.name: TISSUE, BRAIN.name: BRAIN, ASEG.name: ASEG}
 
 
 def get_label_set(name: str) -> LabelSet:

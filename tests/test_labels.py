@@ -138,7 +138,8 @@ def test_class_index_by_name() -> None:
 def test_get_label_set_by_name() -> None:
     assert get_label_set("tissue") is TISSUE
     assert get_label_set("aseg") is ASEG
-    assert set(LABEL_SETS) == {"tissue", "aseg"}
+    assert get_label_set("brain").names == ("background", "brain")
+    assert set(LABEL_SETS) == {"tissue", "brain", "aseg"}
     with pytest.raises(LabelError, match="'dkt'"):
         get_label_set("dkt")
 

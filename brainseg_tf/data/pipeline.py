@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import tensorflow as tf
@@ -93,6 +93,12 @@ def check_pipeline_config(config: GeneratorConfig) -> None:
             "Expected generator.prefetch_batches >= 0, or -1 for autotune. "
             f"Received: prefetch_batches={config.prefetch_batches!r}"
         )
+
+
+class BatchSource(Protocol):
+    """Anything that draws one batch of numpy samples by stream position (see `SampleSource.batch`)."""
+
+    def batch(self, first_epoch: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class SampleSource:
@@ -174,10 +180,26 @@ def make_dataset(
         ConfigError: invalid settings or an encoding that does not fit the label set.
         DatasetError: no subjects, or class indices outside the label set.
     """
+    source = SampleSource(subjects, label_set, config, augment=augment)
+    dataset = dataset_from_source(source, label_set, config, encoding, epoch=epoch, repeat=repeat)
+    logger.info(
+        "generator: %d subjects, %s mode, %s targets, %d batches of %d per epoch%s",
+        len(subjects), config.mode, encoding.name, steps_per_epoch(config), config.batch_size, ", repeating" if repeat else "",
+    )
+    return dataset
+
+
+def dataset_from_source(
+    source: BatchSource, label_set: LabelSet, config: GeneratorConfig, encoding: TargetEncoding, *, epoch: int = 0, repeat: bool = False
+) -> tf.data.Dataset:
+    """The tf.data wrapper every source shares: stream positions in batches, drawn by ``source.batch``, encoded.
+
+    Raises:
+        ConfigError: a bad epoch, or an encoding that does not fit the label set.
+    """
     if not isinstance(epoch, (int, np.integer)) or isinstance(epoch, bool) or epoch < 0:
         raise ConfigError(f"Expected epoch as an integer >= 0. Received: epoch={epoch!r}")
     spec = describe_sample_spec(config, label_set, encoding)
-    source = SampleSource(subjects, label_set, config, augment=augment)
     batch_size, num_classes = config.batch_size, label_set.num_classes
     positions = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(steps_per_epoch(config) * batch_size)
     positions = positions.batch(batch_size, drop_remainder=True)
@@ -191,10 +213,6 @@ def make_dataset(
     dataset = positions.map(draw, num_parallel_calls=_autotune(config.parallel_calls), deterministic=True)
     if config.prefetch_batches:
         dataset = dataset.prefetch(_autotune(config.prefetch_batches))
-    logger.info(
-        "generator: %d subjects, %s mode, %s targets, %d batches of %d per epoch%s",
-        len(subjects), config.mode, encoding.name, steps_per_epoch(config), batch_size, ", repeating" if repeat else "",
-    )
     return dataset
 
 

@@ -1,0 +1,115 @@
+"""Batches drawn from fresh synthetic heads: every batch from a new head grown around a training brain.
+
+The real-heads engine (`brainseg_tf.datasets.synthetic_heads`) behind the generator's sampling: batch
+``b`` of epoch ``e`` picks a brain among the training subjects and grows and images one head with
+``np.random.default_rng([seed, e, b, HEAD_STREAM])``; the head is prepared by the networks' input
+contract (`brainseg_tf.preprocessing.Preprocessing`: RAS+ at its voxel size, intensities normalised),
+then its samples are cut, augmented and seeded exactly as `brainseg_tf.data.pipeline.SampleSource`
+does for cached subjects (sample ``i`` of epoch ``e`` from ``(seed, e, i)``). Targets are the head's
+brain tissue classes (``TISSUE``: everything outside the brain is background) or its brain mask
+(``BRAIN``), so the target encoding stays the only switch between the model families.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import tensorflow as tf
+
+from brainseg_tf.config import GeneratorConfig
+from brainseg_tf.data.encoding import TargetEncoding
+from brainseg_tf.data.pipeline import SampleSource, check_pipeline_config, dataset_from_source, steps_per_epoch
+from brainseg_tf.datasets.heads import head_brain_mask, head_to_tissue
+from brainseg_tf.datasets.synthetic_heads import synthesize_head_subject
+from brainseg_tf.errors import DatasetError
+from brainseg_tf.io import LabelMap
+from brainseg_tf.labels import BRAIN, TISSUE, LabelSet
+from brainseg_tf.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from brainseg_tf.datasets.cache import Subject
+
+logger = logging.getLogger(__name__)
+
+HeadTarget = Literal["tissue", "brain"]
+HEAD_TARGETS: dict[str, LabelSet] = {"tissue": TISSUE, "brain": BRAIN}
+HEAD_STREAM = 7
+"""Last entry of a head's seed: keeps head draws apart from the samples' ``(seed, epoch, index)`` streams."""
+
+
+class HeadSource:
+    """Draws batches by stream position, each batch from one fresh synthetic head (see the module docstring).
+
+    Args:
+        brains: training subjects whose ``classes`` are ``TISSUE`` classes on a RAS+ grid (the embedded cache's).
+        config: generator settings, ``heads`` and ``synthesis`` included.
+        preprocessing: the networks' recipe; heads are built at its voxel size.
+        target: ``"tissue"`` (brain classes) or ``"brain"`` (brain mask).
+        augment: apply ``config.augment`` to each sample, as `SampleSource` does.
+
+    Raises:
+        DatasetError: no brains.
+        ConfigError: invalid generator settings.
+        ValueError: an unknown target.
+    """
+
+    def __init__(
+        self, brains: Sequence[Subject], config: GeneratorConfig, preprocessing: Preprocessing, target: HeadTarget = "tissue", *, augment: bool = True
+    ) -> None:
+        check_pipeline_config(config)
+        if not brains:
+            raise DatasetError("Expected at least one brain to grow heads around. Received: none")
+        if target not in HEAD_TARGETS:
+            raise ValueError(f"Expected target in {sorted(HEAD_TARGETS)}. Received: target={target!r}")
+        self.brains = tuple(brains)
+        self.config = config
+        self.preprocessing = preprocessing
+        self.target = target
+        self.label_set = HEAD_TARGETS[target]
+        self.augment = augment
+
+    def head(self, epoch: int, batch_index: int) -> Subject:
+        """The prepared head of batch ``batch_index`` of ``epoch``: image in [0, 1], target classes, one grid."""
+        from brainseg_tf.datasets.cache import Subject
+
+        rng = np.random.default_rng([self.config.seed, int(epoch), int(batch_index), HEAD_STREAM])
+        brain = self.brains[int(rng.integers(len(self.brains)))]
+        grid = self.preprocessing.prepare_label_map(LabelMap(np.asarray(brain.classes, np.int32), brain.affine))
+        image, labels = synthesize_head_subject(grid, rng, self.config)
+        prepared = self.preprocessing.prepare(image)
+        targets = head_to_tissue(labels.array) if self.target == "tissue" else head_brain_mask(labels.array)
+        return Subject(f"head-{epoch}-{batch_index}-{brain.subject_id}", prepared.array, np.asarray(targets, np.uint8), labels.affine, "train")
+
+    def batch(self, first_epoch: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The samples at stream ``positions`` (one batch, as `SampleSource.batch`), all cut from one head."""
+        per_epoch = steps_per_epoch(self.config) * self.config.batch_size
+        first = int(positions[0])
+        head = self.head(first_epoch + first // per_epoch, (first % per_epoch) // self.config.batch_size)
+        return SampleSource([head], self.label_set, self.config, augment=self.augment).batch(first_epoch, positions)
+
+
+def make_head_dataset(
+    brains: Sequence[Subject],
+    config: GeneratorConfig,
+    preprocessing: Preprocessing,
+    encoding: TargetEncoding,
+    target: HeadTarget = "tissue",
+    *,
+    augment: bool = True,
+    epoch: int = 0,
+    repeat: bool = False,
+) -> tf.data.Dataset:
+    """Batches of (inputs, targets) from fresh synthetic heads, for either family (see `make_dataset`).
+
+    Raises:
+        ConfigError: invalid settings or an encoding that does not fit the target's label set.
+        DatasetError: no brains.
+    """
+    source = HeadSource(brains, config, preprocessing, target, augment=augment)
+    dataset = dataset_from_source(source, source.label_set, config, encoding, epoch=epoch, repeat=repeat)
+    logger.info("generator: fresh heads around %d brains, %s targets (%s), %d batches of %d per epoch", len(brains), target, encoding.name,
+                steps_per_epoch(config), config.batch_size)
+    return dataset

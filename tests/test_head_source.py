@@ -1,0 +1,69 @@
+"""Batches from fresh synthetic heads (`brainseg_tf.data.head_source`): seeded, one head per batch, both targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_heads import synthetic_brain
+
+from brainseg_tf.config import Config
+from brainseg_tf.data.encoding import TargetEncoding
+from brainseg_tf.data.head_source import HeadSource, make_head_dataset
+from brainseg_tf.datasets.cache import Subject
+from brainseg_tf.errors import DatasetError
+from brainseg_tf.preprocessing import Preprocessing
+
+VOXEL = 4.0
+CONFIG = Config().replace({"generator.slice_shape": [32, 32], "generator.batch_size": 4, "generator.samples_per_epoch": 8}).generator
+RECIPE = Preprocessing(VOXEL, 0.5, 99.5)
+
+
+@pytest.fixture(scope="module")
+def brains() -> list[Subject]:
+    """Two brains as the embedded cache holds them: TISSUE classes on a RAS+ grid (image unused by heads)."""
+    subjects = []
+    for number, scale in enumerate((1.0, 0.8)):
+        brain = synthetic_brain(VOXEL, scale)
+        classes = np.asarray(brain.array, np.uint8)
+        subjects.append(Subject(f"b{number}", np.zeros(classes.shape, np.float32), classes, brain.affine, "train"))
+    return subjects
+
+
+def test_a_batch_is_seeded_by_its_position_and_cut_from_one_head(brains: list[Subject]) -> None:
+    source = HeadSource(brains, CONFIG, RECIPE, "tissue")
+    images, labels = source.batch(0, np.arange(4))
+    again, labels_again = source.batch(0, np.arange(4))
+    next_images, _ = source.batch(0, np.arange(4, 8))
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.float32 and labels.shape == (4, 32, 32)
+    assert np.array_equal(images, again) and np.array_equal(labels, labels_again)
+    assert not np.array_equal(images, next_images)  # another batch: another head and other crops
+    assert np.isfinite(images).all() and -0.5 < images.min() and images.max() < 1.5  # [0, 1] plus the augmentation's noise
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+
+
+def test_heads_differ_by_batch_and_epoch_and_are_prepared_by_the_input_contract(brains: list[Subject]) -> None:
+    source = HeadSource(brains, CONFIG, RECIPE, "brain")
+    first, second, later = source.head(0, 0), source.head(0, 1), source.head(3, 0)
+    assert first.image.shape != second.image.shape or not np.array_equal(first.image, second.image)
+    assert not np.array_equal(first.classes, later.classes) or not np.array_equal(first.image, later.image)
+    assert set(np.unique(first.classes)) == {0, 1}
+    assert np.allclose(np.abs(np.diag(first.affine)[:3]), VOXEL)  # built at the contract's voxel size
+    assert float(first.image.min()) >= 0.0 and float(first.image.max()) <= 1.0  # normalised as inference does
+    brain_fraction = first.classes.mean()
+    assert 0.02 < brain_fraction < 0.6  # a head around the brain: most of the canvas is not brain
+
+
+def test_both_encodings_through_tf_data(brains: list[Subject]) -> None:
+    for target, encoding, channels in (("tissue", TargetEncoding.softmax(), 4), ("brain", TargetEncoding.sigmoid(1), 1)):
+        dataset = make_head_dataset(brains, CONFIG, RECIPE, encoding, target)
+        batches = list(dataset.as_numpy_iterator())
+        assert len(batches) == 2
+        inputs, targets = batches[0]
+        assert inputs.shape == (4, 32, 32, 3) and targets.shape == (4, 32, 32, channels)
+
+
+def test_refusals(brains: list[Subject]) -> None:
+    with pytest.raises(DatasetError, match="at least one brain"):
+        HeadSource([], CONFIG, RECIPE)
+    with pytest.raises(ValueError, match="target"):
+        HeadSource(brains, CONFIG, RECIPE, "skull")  # type: ignore[arg-type]

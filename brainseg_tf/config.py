@@ -150,6 +150,8 @@ class DataConfig:
 
     source: Literal["embedded", "manifest", "freesurfer"] = "embedded"
     label_set: str = "tissue"
+    heads: Literal["off", "tissue", "brain"] = "off"  # train on fresh synthetic full heads grown around the cached brains,
+    # against their tissue classes or their brain mask (label set "brain"); off: the cached subjects as they are
     unknown_labels: Literal["error", "background"] = "error"
     manifest: str | None = None  # CSV with subject,image,label[,split]
     subjects_dir: str | None = None  # FreeSurfer SUBJECTS_DIR

@@ -97,6 +97,27 @@ def test_single_class_run_uses_the_default_run_folder(cache_dir: Path, tmp_path:
 
 
 @pytest.mark.slow
+def test_a_brain_extractor_trains_on_fresh_synthetic_heads(cache_dir: Path, tmp_path: Path) -> None:
+    """data.heads=brain: the cached brains grow heads, the network learns the brain mask (label set "brain")."""
+    run_dir = tmp_path / "brain"
+    assert main(["single-class", "--label", "brain", *_options(cache_dir, run_dir, "--set", "data.heads=brain")]) == 0
+
+    info = read_bundle_info(run_dir / "bundle")
+    assert (info.family, info.class_index, info.label_set.name) == ("single_class", 1, "brain")
+    assert set(info.metrics) == {"val_loss", "val_dice_brain"} and info.input_spec.voxel_size == 3.0
+
+
+def test_validation_heads_are_fixed_and_hold_brain_and_background(cache_dir: Path) -> None:
+    config = load_config(overrides={**QUICK_OVERRIDES, "data.cache_dir": str(cache_dir), "data.heads": "brain"})
+    data = load_run_data(config)
+    assert data.label_set.name == "brain" and data.heads == "brain"
+    images, classes = validation_samples(data, config.generator, 6)
+    again_images, again_classes = validation_samples(data, config.generator, 6)
+    assert images.shape == (6, 32, 32, 3) and classes.dtype == np.uint8 and set(np.unique(classes)) == {0, 1}
+    assert np.array_equal(images, again_images) and np.array_equal(classes, again_classes)
+
+
+@pytest.mark.slow
 def test_ensemble_members_train_as_separate_jobs_then_bundle(cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run_dir, options = tmp_path / "ensemble", ["--set", "training.epochs=1"]
     assert main(["ensemble", "--label", "CSF", *_options(cache_dir, run_dir, *options)]) == 0

@@ -10,9 +10,11 @@ import tensorflow as tf
 
 from brainseg_tf.config import Config, GeneratorConfig
 from brainseg_tf.data import SampleSource, TargetEncoding, make_dataset
+from brainseg_tf.data.head_source import HEAD_TARGETS, HeadSource, make_head_dataset
 from brainseg_tf.datasets import Subject, build_cache, read_info, read_subjects
 from brainseg_tf.errors import ConfigError, DatasetError
-from brainseg_tf.labels import LabelSet
+from brainseg_tf.labels import LabelSet, get_label_set
+from brainseg_tf.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +28,23 @@ class RunData:
     """The cached subjects a run trains and validates on.
 
     Attributes:
-        label_set: the cache's label set.
-        train: training subjects.
-        val: validation subjects.
+        label_set: the label set trained on: the cache's, or that of the heads' targets.
+        train: training subjects (with heads: the brains they are grown around).
+        val: validation subjects (idem).
+        heads: ``off``, or the target of fresh synthetic heads (``tissue`` or ``brain``, see `DataConfig.heads`).
+        preprocessing: the recipe heads are prepared with (the run's input contract).
     """
 
     label_set: LabelSet
     train: list[Subject]
     val: list[Subject]
+    heads: str = "off"
+    preprocessing: Preprocessing | None = None
+
+
+def run_label_set(config: Config) -> LabelSet:
+    """The label set a run's networks learn: the brain mask's for heads against the brain, else ``data.label_set``'s."""
+    return HEAD_TARGETS["brain"] if config.data.heads == "brain" else get_label_set(config.data.label_set)
 
 
 def load_run_data(config: Config) -> RunData:
@@ -43,17 +54,23 @@ def load_run_data(config: Config) -> RunData:
         DatasetError: the cache cannot be built, or a split is empty.
     """
     path = build_cache(config)
-    data = RunData(read_info(path).label_set, read_subjects(path, "train"), read_subjects(path, "val"))
+    label_set = run_label_set(config) if config.data.heads != "off" else read_info(path).label_set
+    preprocessing = Preprocessing.from_config(config.preprocess)
+    data = RunData(label_set, read_subjects(path, "train"), read_subjects(path, "val"), config.data.heads, preprocessing)
     for split in ("train", "val"):
         if not getattr(data, split):
             raise DatasetError(f"{path}: no {split} subjects; a training run needs both train and val subjects")
-    logger.info("data: %s, %d train / %d val subjects", path.name, len(data.train), len(data.val))
+    heads = "" if data.heads == "off" else f"; fresh synthetic heads around them, {data.heads} targets"
+    logger.info("data: %s, %d train / %d val subjects%s", path.name, len(data.train), len(data.val), heads)
     return data
 
 
 def training_dataset(data: RunData, config: GeneratorConfig, encoding: TargetEncoding, initial_epoch: int) -> tf.data.Dataset:
     """The endless augmented stream whose n-th block of `steps_per_epoch` batches is generator epoch ``initial_epoch + n``."""
-    dataset = make_dataset(data.train, data.label_set, config, encoding, epoch=initial_epoch, repeat=True)
+    if data.heads != "off":
+        dataset = make_head_dataset(data.train, config, data.preprocessing, encoding, data.heads, epoch=initial_epoch, repeat=True)  # type: ignore[arg-type]
+    else:
+        dataset = make_dataset(data.train, data.label_set, config, encoding, epoch=initial_epoch, repeat=True)
     return _shard_by_data(dataset)
 
 
@@ -68,6 +85,10 @@ def validation_samples(data: RunData, config: GeneratorConfig, count: int) -> tu
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"Expected training.validation_samples as an int >= 1. Received: validation_samples={count!r}")
+    if data.heads != "off":  # a fixed head per batch of the validation epoch, samples unaugmented
+        heads = HeadSource(data.val, config, data.preprocessing, data.heads, augment=False)  # type: ignore[arg-type]
+        batches = [heads.batch(VALIDATION_EPOCH, np.arange(first, first + config.batch_size)) for first in range(0, count, config.batch_size)]
+        return np.concatenate([b[0] for b in batches])[:count], np.concatenate([b[1] for b in batches])[:count].astype(np.uint8)
     source = SampleSource(data.val, data.label_set, config, augment=False)
     samples = [source.sample(VALIDATION_EPOCH, index) for index in range(count)]
     images = np.stack([image for image, _ in samples])

@@ -34,12 +34,12 @@ import tensorflow as tf
 from brainseg_tf.config import Config
 from brainseg_tf.data import TargetEncoding, steps_per_epoch
 from brainseg_tf.errors import BrainsegError, ConfigError
-from brainseg_tf.labels import LabelSet, class_slug, get_label_set
+from brainseg_tf.labels import LabelSet, class_slug
 from brainseg_tf.models import build_segmenter, compile_segmenter
 from training.callbacks import EpochCheckpoint, make_callbacks
 from training.checkpoints import RunCheckpoints, RunState, trim_csv_log
 from training.evaluate import ensemble_validation_metrics
-from training.inputs import RunData, load_run_data, training_dataset, validation_dataset, validation_samples
+from training.inputs import RunData, load_run_data, run_label_set, training_dataset, validation_dataset, validation_samples
 from training.run_config import check_training_config, save_config
 from training.strategy import configure_precision, is_chief, make_strategy, seed_everything, worker_directory
 
@@ -101,7 +101,7 @@ def train_network(
         BrainsegError: a bad configuration, label name or dataset.
     """
     check_training_config(config.training)
-    label_set = get_label_set(config.data.label_set)
+    label_set = run_label_set(config)
     class_index = _class_index(family, label, label_set)
     if run_dir is None:
         suffix = "" if class_index is None else f"-{class_slug(label_set.names[class_index])}"
@@ -128,7 +128,7 @@ def train_ensemble(
         BrainsegError: a bad configuration, label name or dataset.
     """
     check_training_config(config.training)
-    label_set = get_label_set(config.data.label_set)
+    label_set = run_label_set(config)
     wanted = [label_set.class_index(name) for name in labels] if labels else list(label_set.foreground_classes)
     for index in wanted:
         _class_index("single_class", label_set.names[index], label_set)

@@ -126,6 +126,7 @@ class GeneratorConfig:
     mode: Literal["slices", "patches"] = "slices"
     slice_axis: int = 2  # canonical RAS axis: 0 sagittal, 1 coronal, 2 axial
     context: int = 1  # neighbouring slices on each side, stacked as channels (2.5D)
+    random_slice_axis: bool = False  # 2.5D from synthetic heads (data.heads): each batch along a random axis, not slice_axis
     slice_shape: tuple[int, int] = (128, 128)  # in-plane crop of each 2.5D sample
     patch_shape: tuple[int, int, int] = (64, 64, 64)  # 3D patch mode
     foreground_fraction: float = 0.7  # share of samples centred on a foreground class (classes drawn evenly)

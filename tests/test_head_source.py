@@ -67,3 +67,21 @@ def test_refusals(brains: list[Subject]) -> None:
         HeadSource([], CONFIG, RECIPE)
     with pytest.raises(ValueError, match="target"):
         HeadSource(brains, CONFIG, RECIPE, "skull")  # type: ignore[arg-type]
+
+
+def test_all_slice_axes_draws_each_batch_along_a_seeded_axis(brains: list[Subject]) -> None:
+    config = Config().replace({"generator.slice_shape": [32, 32], "generator.batch_size": 2, "generator.samples_per_epoch": 24,
+                               "generator.random_slice_axis": True}).generator
+    source = HeadSource(brains, config, RECIPE, "brain", augment=False)
+    axes = set()
+    for batch in range(12):
+        positions = np.arange(2 * batch, 2 * batch + 2)
+        images, _ = source.batch(0, positions)
+        assert np.array_equal(images, source.batch(0, positions)[0])  # seeded
+        axis = int(source._rng(0, batch, 1).integers(3))
+        axes.add(axis)
+        fixed = HeadSource(brains, Config().replace({"generator.slice_shape": [32, 32], "generator.batch_size": 2,
+                                                     "generator.samples_per_epoch": 24, "generator.slice_axis": axis}).generator,
+                           RECIPE, "brain", augment=False)
+        assert np.array_equal(images, fixed.batch(0, positions)[0])  # the same samples as a source fixed on that axis
+    assert axes == {0, 1, 2}

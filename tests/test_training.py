@@ -386,3 +386,9 @@ def test_config_yaml_warns_when_a_resumed_run_changes_more_than_epochs(tmp_path:
     save_config(tmp_path, config.replace({"model.base_filters": 16, "training.learning_rate": 0.01}))
     assert "model.base_filters, training.learning_rate" in caplog.text
     assert load_config(tmp_path / "config.yaml").model.base_filters == 16
+
+
+def test_a_random_slice_axis_needs_synthetic_heads() -> None:
+    config = load_config(overrides={**QUICK_OVERRIDES, "generator.random_slice_axis": True})
+    with pytest.raises(ConfigError, match="random_slice_axis only with synthetic heads"):
+        load_run_data(config)

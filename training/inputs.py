@@ -52,7 +52,10 @@ def load_run_data(config: Config) -> RunData:
 
     Raises:
         DatasetError: the cache cannot be built, or a split is empty.
+        ConfigError: a random slice axis asked for cached subjects (only head sources draw it).
     """
+    if config.generator.random_slice_axis and config.data.heads == "off":
+        raise ConfigError("Expected generator.random_slice_axis only with synthetic heads (data.heads tissue or brain). Received: data.heads=off")
     path = build_cache(config)
     label_set = run_label_set(config) if config.data.heads != "off" else read_info(path).label_set
     preprocessing = Preprocessing.from_config(config.preprocess)

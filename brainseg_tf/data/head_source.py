@@ -12,6 +12,7 @@ brain tissue classes (``TISSUE``: everything outside the brain is background) or
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -38,6 +39,8 @@ HeadTarget = Literal["tissue", "brain"]
 HEAD_TARGETS: dict[str, LabelSet] = {"tissue": TISSUE, "brain": BRAIN}
 HEAD_STREAM = 7
 """Last entry of a head's seed: keeps head draws apart from the samples' ``(seed, epoch, index)`` streams."""
+HEAD_AXIS_STREAM = 1
+"""Appended to a head's seed for the batch's slice axis (``generator.random_slice_axis``), apart from the head's own draws."""
 
 
 class HeadSource:
@@ -75,7 +78,7 @@ class HeadSource:
         """The prepared head of batch ``batch_index`` of ``epoch``: image in [0, 1], target classes, one grid."""
         from brainseg_tf.datasets.cache import Subject
 
-        rng = np.random.default_rng([self.config.seed, int(epoch), int(batch_index), HEAD_STREAM])
+        rng = self._rng(epoch, batch_index)
         brain = self.brains[int(rng.integers(len(self.brains)))]
         grid = self.preprocessing.prepare_label_map(LabelMap(np.asarray(brain.classes, np.int32), brain.affine))
         image, labels = synthesize_head_subject(grid, rng, self.config)
@@ -84,11 +87,20 @@ class HeadSource:
         return Subject(f"head-{epoch}-{batch_index}-{brain.subject_id}", prepared.array, np.asarray(targets, np.uint8), labels.affine, "train")
 
     def batch(self, first_epoch: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The samples at stream ``positions`` (one batch, as `SampleSource.batch`), all cut from one head."""
+        """The samples at stream ``positions`` (one batch, as `SampleSource.batch`), all cut from one head,
+        along ``generator.slice_axis``, or along a random axis per batch with ``generator.random_slice_axis``."""
         per_epoch = steps_per_epoch(self.config) * self.config.batch_size
         first = int(positions[0])
-        head = self.head(first_epoch + first // per_epoch, (first % per_epoch) // self.config.batch_size)
-        return SampleSource([head], self.label_set, self.config, augment=self.augment).batch(first_epoch, positions)
+        epoch, batch_index = first_epoch + first // per_epoch, (first % per_epoch) // self.config.batch_size
+        sampling = self.config
+        if self.config.random_slice_axis and self.config.mode == "slices":
+            axis = int(self._rng(epoch, batch_index, HEAD_AXIS_STREAM).integers(3))
+            sampling = dataclasses.replace(self.config, slice_axis=axis)
+        return SampleSource([self.head(epoch, batch_index)], self.label_set, sampling, augment=self.augment).batch(first_epoch, positions)
+
+    def _rng(self, epoch: int, batch_index: int, stream: int = 0) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, int(epoch), int(batch_index), HEAD_STREAM, stream] if stream else
+                                     [self.config.seed, int(epoch), int(batch_index), HEAD_STREAM])
 
 
 def make_head_dataset(

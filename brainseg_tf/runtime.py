@@ -3,12 +3,89 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """The CPUs a process may keep busy, and where that number comes from.
+
+    Attributes:
+        cpus: whole CPUs, at least 1.
+        source: ``"cgroup v2 cpu.max"``, ``"cgroup v1 cfs quota"`` or ``"affinity mask"``.
+    """
+
+    cpus: int
+    source: str
+
+
+def cpu_budget(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> CpuBudget:
+    """The CPUs this process may use: its cgroup's CPU quota when one is set, else its affinity mask.
+
+    A container scheduled with a CPU limit (Kubernetes ``limits.cpu``, ChRIS ``cpu_limit``) on a node of many
+    cores sees every core in its affinity mask, but the kernel throttles it to the quota: thread pools
+    sized from the core count then wait on the throttle. The quota is read from cgroup v2's ``cpu.max``
+    (``"<quota> <period>"`` or ``"max <period>"``) or cgroup v1's ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``
+    (-1: none), at the process's own cgroup path (``/proc/self/cgroup``) or at the mount's root, rounded
+    up to whole CPUs and never above the affinity mask.
+    """
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for quota, source in _cgroup_quotas(cgroup_root, _cgroup_paths(proc_cgroup)):
+        if quota is not None:
+            return CpuBudget(max(1, min(affinity, math.ceil(quota))), source)
+    return CpuBudget(max(1, affinity), "affinity mask")
+
+
+def _cgroup_paths(proc_cgroup: Path) -> dict[str, str]:
+    """The process's cgroup path per hierarchy: ``""`` for cgroup v2, the controller names for v1."""
+    paths: dict[str, str] = {}
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return paths
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for controller in parts[1].split(",") if parts[1] else [""]:
+                paths[controller] = parts[2].lstrip("/")
+    return paths
+
+
+def _cgroup_quotas(root: Path, paths: dict[str, str]):
+    """(CPUs of quota or None, source) from cgroup v2, then v1, at the process's path then the root."""
+    for folder in dict.fromkeys([root / paths.get("", ""), root]):
+        yield _v2_quota(folder / "cpu.max"), "cgroup v2 cpu.max"
+    for controller in ("cpu", "cpu,cpuacct"):
+        base = root / controller
+        for folder in dict.fromkeys([base / paths.get("cpu", ""), base]):
+            yield _v1_quota(folder), "cgroup v1 cfs quota"
+
+
+def _v2_quota(path: Path) -> float | None:
+    try:
+        quota, period = path.read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_quota(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
 
 
 def prefer_onednn() -> None:
@@ -49,6 +126,7 @@ def import_tensorflow_quietly() -> None:
 def configure_threads(threads: int | None) -> None:
     """Limit TensorFlow's CPU threads (intra-op to ``threads``, inter-op to 1-2); None keeps its default (all cores).
 
+    Entry points that serve users pass ``cpu_budget().cpus`` when the user gave no number (see `use_cpu_budget`).
     Must run before TensorFlow executes anything: the settings cannot change afterwards.
 
     Raises:
@@ -66,3 +144,21 @@ def configure_threads(threads: int | None) -> None:
     except RuntimeError as error:
         raise ValueError(f"Expected to set threads before TensorFlow starts. Received: {error}") from None
     logger.debug("TensorFlow limited to %d intra-op threads", threads)
+
+
+def use_cpu_budget(threads: int | None) -> int:
+    """Configure TensorFlow's threads: ``threads`` when given, else the process's `cpu_budget` (logged once).
+
+    Returns:
+        The intra-op threads set.
+
+    Raises:
+        ValueError: as `configure_threads`.
+    """
+    if threads:
+        configure_threads(threads)
+        return threads
+    budget = cpu_budget()
+    configure_threads(budget.cpus)
+    logger.info("TensorFlow threads: %d (%s)", budget.cpus, budget.source)
+    return budget.cpus

@@ -16,7 +16,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from brainseg_tf.config import InferenceConfig
 from brainseg_tf.errors import BrainsegError, BundleError
 from brainseg_tf.io import SUPPORTED_SUFFIXES
-from brainseg_tf.runtime import configure_threads, import_tensorflow_quietly, prefer_onednn
+from brainseg_tf.runtime import import_tensorflow_quietly, prefer_onednn, use_cpu_budget
 from inference.batch import JobResult, SegmentationJob, planned_outputs, segment_files
 from inference.outputs import OUTPUT_FORMATS, OutputOptions
 from inference.segmenter import Segmenter
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probability maps (4D float32)")
     parser.add_argument("--largest-component", action="store_true", help="keep only the largest connected component of each class")
     parser.add_argument("--batch-size", type=int, default=InferenceConfig.batch_size, help="slices per prediction batch (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for TensorFlow (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for TensorFlow (default: what the process may use: its cgroup CPU quota, else its cores)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (tracebacks of failed inputs)")
     return parser
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs, problems = find_jobs(args.inputs, args.output_dir)
         planned_outputs(jobs, options)
         import_tensorflow_quietly()
-        configure_threads(args.threads)
+        use_cpu_budget(args.threads)
         segmenter = Segmenter.from_bundle(args.model, InferenceConfig(batch_size=args.batch_size))
     except (BrainsegError, ValueError) as error:
         logger.error("%s", " ".join(str(error).split()))

@@ -26,7 +26,7 @@ from chris_plugin import PathMapper
 
 from brainseg_tf.errors import BundleError
 from brainseg_tf.io import SUPPORTED_SUFFIXES
-from brainseg_tf.runtime import configure_threads, import_tensorflow_quietly, prefer_onednn
+from brainseg_tf.runtime import import_tensorflow_quietly, prefer_onednn, use_cpu_budget
 from inference.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bun
     logger.info("%s: %d input volume(s)", plugin, len(jobs))
     try:
         import_tensorflow_quietly()
-        configure_threads(options.threads or None)
+        use_cpu_budget(options.threads)
         segmenter = Segmenter.from_bundle(bundle)
         output_options = OutputOptions(options.format, options.qc, options.probabilities)
     except ValueError as error:  # BundleError included: the image is broken, not the input

@@ -118,7 +118,7 @@ def test_inference_bar_advances_once_per_input_and_only_on_a_terminal(
     _pretend(monkeypatch, terminal)
     monkeypatch.setattr(inference.cli, "Segmenter", _FailingSegmenter)
     monkeypatch.setattr(inference.cli, "import_tensorflow_quietly", lambda: None)
-    monkeypatch.setattr(inference.cli, "configure_threads", lambda threads: None)
+    monkeypatch.setattr(inference.cli, "use_cpu_budget", lambda threads: 1)
     bars, make_bar, positions, run_files = [], inference.cli.progress_bar, [], inference.cli.segment_files
 
     def recorded_bar(total: int):

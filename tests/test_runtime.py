@@ -35,3 +35,61 @@ def test_tensorflow_starts_without_notices_on_stderr() -> None:
                        "tf.constant(1.0); print('after', file=sys.stderr)")
     assert "oneDNN" in loud  # what the plain import prints here, whatever TF_CPP_MIN_LOG_LEVEL says
     assert quiet == "after\n"  # stderr works again once TensorFlow is in
+
+
+def _cgroup(tmp_path, files: dict[str, str], proc: str = "0::/\n"):
+    root = tmp_path / "cgroup"
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    proc_file = tmp_path / "proc-self-cgroup"
+    proc_file.write_text(proc)
+    return root, proc_file
+
+
+@pytest.mark.parametrize(
+    ("files", "proc", "expected"),
+    [
+        ({"cpu.max": "200000 100000\n"}, "0::/\n", (2, "cgroup v2 cpu.max")),
+        ({"cpu.max": "150000 100000\n"}, "0::/\n", (2, "cgroup v2 cpu.max")),  # 1.5 CPUs: rounded up
+        ({"cpu.max": "50000 100000\n"}, "0::/\n", (1, "cgroup v2 cpu.max")),  # half a CPU: at least one thread
+        ({"kubepods/pod1/cpu.max": "100000 100000\n", "cpu.max": "max 100000\n"}, "0::/kubepods/pod1\n", (1, "cgroup v2 cpu.max")),
+        ({"cpu.max": "max 100000\n"}, "0::/\n", (None, "affinity mask")),  # no quota
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, "4:cpu,cpuacct:/\n", (1, "cgroup v1 cfs quota")),
+        ({"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n", "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "50000\n"},
+         "4:cpu,cpuacct:/docker/abc\n", (2, "cgroup v1 cfs quota")),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, "4:cpu:/\n", (None, "affinity mask")),
+        ({"cpu.max": "garbage\n"}, "0::/\n", (None, "affinity mask")),
+        ({}, "", (None, "affinity mask")),
+    ],
+)
+def test_cpu_budget_reads_the_cgroup_quota_then_the_affinity_mask(tmp_path, files, proc, expected) -> None:
+    from brainseg_tf.runtime import cpu_budget
+
+    affinity = len(os.sched_getaffinity(0))
+    root, proc_file = _cgroup(tmp_path, files, proc)
+    budget = cpu_budget(root, proc_file)
+    cpus, source = expected
+    assert budget.source == source
+    assert budget.cpus == (affinity if cpus is None else min(cpus, affinity))
+
+
+def test_a_quota_above_the_affinity_mask_is_capped(tmp_path) -> None:
+    from brainseg_tf.runtime import cpu_budget
+
+    root, proc_file = _cgroup(tmp_path, {"cpu.max": "6400000 100000\n"})  # 64 CPUs of quota
+    assert cpu_budget(root, proc_file).cpus == len(os.sched_getaffinity(0))
+
+
+def test_use_cpu_budget_sizes_the_pools_from_the_budget_unless_told(monkeypatch, caplog) -> None:
+    import logging
+
+    import brainseg_tf.runtime as runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "configure_threads", calls.append)
+    monkeypatch.setattr(runtime, "cpu_budget", lambda: runtime.CpuBudget(3, "cgroup v2 cpu.max"))
+    with caplog.at_level(logging.INFO, logger="brainseg_tf.runtime"):
+        assert runtime.use_cpu_budget(None) == 3 and runtime.use_cpu_budget(0) == 3 and runtime.use_cpu_budget(5) == 5
+    assert calls == [3, 3, 5]
+    assert [r.getMessage() for r in caplog.records] == ["TensorFlow threads: 3 (cgroup v2 cpu.max)"] * 2

@@ -1,4 +1,5 @@
-"""ChRIS plugin descriptors: regenerate them with `chris_plugin_info`, and check them against ChRIS's registration rules.
+"""ChRIS plugin descriptors: regenerate them with `chris_plugin_info`, and check them against ChRIS's registration
+rules (`chris_plugins.registration`).
 
 Run ``python -m chris_plugins.descriptors`` to rewrite ``chris_plugins/<plugin>/<plugin>.json``, or with
 ``--check`` to fail when a committed descriptor drifted from the code. The descriptor records where
@@ -19,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from chris_plugins.registration import registration_problems
 
 PLUGINS_DIR = Path(__file__).resolve().parent
 PUBLIC_REPO = "https://github.com/brainseg-tf/brainseg-tf"
@@ -55,75 +58,6 @@ class Plugin:
 
 
 PLUGINS = (Plugin("pl-brainseg-multiclass", "brainseg_multiclass"), Plugin("pl-brainseg-ensemble", "brainseg_ensemble"))
-
-# --- the ChRIS backend's registration rules -------------------------------------------------------
-
-FIELD_LIMITS = {"name": 100, "title": 400, "category": 100, "description": 2000}
-PARAMETER_LIMITS = {"name": 50, "flag": 52}
-STRING_DEFAULT_LIMIT = 600
-ACTIONS = ("store", "store_true", "store_false")
-PARAMETER_TYPES = ("str", "int", "float", "bool", "path", "unextpath")
-
-
-def registration_problems(descriptor: dict[str, Any]) -> list[str]:
-    """Everything the ChRIS backend would refuse in a descriptor; empty when it would register."""
-    problems = []
-    version = str(descriptor.get("version", ""))
-    if not re.fullmatch(r"[0-9.]+", version) or len(version) > 10:
-        problems.append(f"version {version!r}: expected digits and dots, at most 10 characters")
-    for key, limit in FIELD_LIMITS.items():
-        if not isinstance(descriptor.get(key), str) or len(descriptor[key]) > limit:
-            problems.append(f"{key}: expected a string of at most {limit} characters")
-    if descriptor.get("type") not in ("ds", "fs", "ts"):
-        problems.append(f"type {descriptor.get('type')!r}: expected ds, fs or ts")
-    problems += _resource_problems(descriptor)
-    for parameter in descriptor.get("parameters", []):
-        problems += [f"parameter {parameter.get('name')!r}: {p}" for p in _parameter_problems(parameter)]
-    return problems
-
-
-def _resource_problems(descriptor: dict[str, Any]) -> list[str]:
-    problems = []
-    for key in ("min_memory_limit", "max_memory_limit"):
-        value = descriptor.get(key, "")
-        if (key.startswith("min") or value) and not re.fullmatch(r"[0-9]+(Mi|Gi)", str(value)):
-            problems.append(f"{key} {value!r}: expected <int>Mi or <int>Gi")
-    for key in ("min_cpu_limit", "max_cpu_limit"):
-        value = descriptor.get(key, "")
-        if (key.startswith("min") or value) and not re.fullmatch(r"[0-9]+m", str(value)):
-            problems.append(f"{key} {value!r}: expected <int>m (millicores)")
-    for key in ("min_number_of_workers", "max_number_of_workers"):
-        if not _is_int(descriptor.get(key)) or descriptor[key] < 1:
-            problems.append(f"{key} {descriptor.get(key)!r}: expected an integer of at least 1")
-    low, high = descriptor.get("min_gpu_limit"), descriptor.get("max_gpu_limit")
-    if not (_is_int(low) and _is_int(high) and 0 <= low <= high):
-        problems.append(f"GPU limits {low!r}..{high!r}: expected integers with 0 <= min <= max")
-    return problems
-
-
-def _parameter_problems(parameter: dict[str, Any]) -> list[str]:
-    problems = []
-    for key, limit in PARAMETER_LIMITS.items():
-        if not isinstance(parameter.get(key), str) or not 0 < len(parameter[key]) <= limit:
-            problems.append(f"{key}: expected 1 to {limit} characters")
-    if parameter.get("action") not in ACTIONS:
-        problems.append(f"action {parameter.get('action')!r}: expected one of {ACTIONS}")
-    if parameter.get("type") not in PARAMETER_TYPES:
-        problems.append(f"type {parameter.get('type')!r}: expected one of {PARAMETER_TYPES}")
-    if parameter.get("optional"):
-        if parameter.get("default") is None:
-            problems.append("optional without a default")
-        if parameter.get("type") in ("path", "unextpath"):
-            problems.append("optional path parameters are not allowed")
-    default = parameter.get("default")
-    if isinstance(default, str) and len(default) > STRING_DEFAULT_LIMIT:
-        problems.append(f"string default longer than {STRING_DEFAULT_LIMIT} characters")
-    return problems
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 # --- regeneration ---------------------------------------------------------------------------------
 

@@ -149,16 +149,22 @@ def configure_threads(threads: int | None) -> None:
 def use_cpu_budget(threads: int | None) -> int:
     """Configure TensorFlow's threads: ``threads`` when given, else the process's `cpu_budget` (logged once).
 
+    The budget is only a default: where TensorFlow already started in this process, its pools are kept.
+
     Returns:
-        The intra-op threads set.
+        The intra-op threads asked for.
 
     Raises:
-        ValueError: as `configure_threads`.
+        ValueError: as `configure_threads`, for ``threads`` given.
     """
     if threads:
         configure_threads(threads)
         return threads
     budget = cpu_budget()
-    configure_threads(budget.cpus)
+    try:
+        configure_threads(budget.cpus)
+    except ValueError:  # TensorFlow already runs in this process (e.g. a second in-process run): its pools stay
+        logger.debug("TensorFlow already started: its thread pools stay as they are")
+        return budget.cpus
     logger.info("TensorFlow threads: %d (%s)", budget.cpus, budget.source)
     return budget.cpus

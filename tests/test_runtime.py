@@ -93,3 +93,16 @@ def test_use_cpu_budget_sizes_the_pools_from_the_budget_unless_told(monkeypatch,
         assert runtime.use_cpu_budget(None) == 3 and runtime.use_cpu_budget(0) == 3 and runtime.use_cpu_budget(5) == 5
     assert calls == [3, 3, 5]
     assert [r.getMessage() for r in caplog.records] == ["TensorFlow threads: 3 (cgroup v2 cpu.max)"] * 2
+
+
+def test_the_budget_keeps_the_pools_of_a_tensorflow_already_started(monkeypatch) -> None:
+    import brainseg_tf.runtime as runtime
+
+    def started(threads):
+        raise ValueError("Expected to set threads before TensorFlow starts. Received: ...")
+
+    monkeypatch.setattr(runtime, "configure_threads", started)
+    monkeypatch.setattr(runtime, "cpu_budget", lambda: runtime.CpuBudget(2, "affinity mask"))
+    assert runtime.use_cpu_budget(0) == 2  # a default: kept quiet
+    with pytest.raises(ValueError, match="before TensorFlow starts"):
+        runtime.use_cpu_budget(4)  # asked for: refused loudly

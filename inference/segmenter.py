@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from brainseg_tf.bundle import read_bundle_info
-from brainseg_tf.config import InferenceConfig, PreprocessConfig
+from brainseg_tf.config import InferenceConfig
 from brainseg_tf.errors import ImageError, VolumeError
 from brainseg_tf.io import Image, LabelMap, Volume, load_image
 from brainseg_tf.labels import LabelSet
@@ -105,7 +105,7 @@ class Segmenter:
             VolumeError: ``"<path>: <problem>"`` for unreadable, malformed or contrast-free images.
             BundleError: the bundle's networks misbehave (the model's fault, not the scan's).
         """
-        image = load_image(path, PreprocessConfig.max_voxels)
+        image = load_image(path)  # the header limit: PreprocessConfig.max_voxels
         try:
             return image, self.segment(image, largest_component, with_scores)
         except ImageError as error:

@@ -175,7 +175,7 @@ def synthesize_image(
     labels = _checked_labels(labels)
     canvas = _checked_voxel_size(voxel_size)
     contrast_rng, bias_rng, gamma_rng, resolution_rng, noise_rng = rng.spawn(5)
-    image = draw_label_intensities(labels, priors, contrast_rng, config, voxel_size=canvas)
+    image = _label_intensities(labels, priors, contrast_rng, config, canvas)
     image = apply_bias_field(image, float(bias_rng.uniform(*config.bias_strength_range)), bias_rng)
     foreground = labels != BACKGROUND_LABEL
     gamma = float(np.clip(np.exp(gamma_rng.normal(0.0, config.gamma_log_std)), *config.gamma_range))
@@ -251,8 +251,13 @@ def draw_label_intensities(
         ConfigError: a setting out of range (named).
     """
     check_synthesis_config(config)
-    labels = _checked_labels(labels)
-    canvas = _checked_voxel_size(voxel_size)
+    return _label_intensities(_checked_labels(labels), priors, rng, config, _checked_voxel_size(voxel_size))
+
+
+def _label_intensities(
+    labels: np.ndarray, priors: Mapping[int, IntensityPrior], rng: np.random.Generator, config: SynthesisConfig, canvas: np.ndarray
+) -> np.ndarray:
+    """`draw_label_intensities` on arguments already checked."""
     present = np.flatnonzero(np.bincount(labels.ravel()))
     contrast = draw_contrast(present, priors, rng, config)
     mean_table = np.zeros(present[-1] + 1, dtype=np.float32)
@@ -272,7 +277,7 @@ def draw_label_intensities(
 def apply_bias_field(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Multiply by a smooth field ``exp(strength * f)``, f a coarse cubic B-spline field with peak |f| about 1.
 
-    The field is `brainseg_tf.datasets.embedded`'s: control points every half field of view, scaled to
+    The field is `brainseg_tf.fields.bias_field`: control points every half field of view, scaled to
     peak |f| = 1 on a sub-grid, so the true peak may pass 1 by a few percent.
 
     Args:

@@ -187,6 +187,8 @@ class TrainingConfig:
 
     epochs: int = 30
     learning_rate: float = 1e-3
+    learning_rate_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from learning_rate down over the epochs
+    final_learning_rate_fraction: float = 0.05  # cosine: the last epoch's rate, as a fraction of learning_rate
     early_stopping_patience: int = 8  # epochs without a better validation loss; 0 disables
     validation_samples: int = 128  # fixed, unaugmented, seeded validation samples scored every epoch
     strategy: Literal["auto", "default", "mirrored", "multiworker"] = "auto"  # auto: mirrored on >1 GPU
@@ -194,6 +196,19 @@ class TrainingConfig:
     deterministic: bool = False  # seeds + TensorFlow op determinism, for reproducible CPU runs
     seed: int = 0
     output_dir: str = "outputs/training"  # run folders (checkpoints, logs, bundles) go below
+
+
+@dataclass(frozen=True)
+class QcConfig:
+    """Limits of the input QC (`inference.qc`): a check flags a volume at or beyond its limit."""
+
+    min_brain_ml: float = 100.0  # less brain than this: "no brain found", the volume is refused
+    plausible_brain_ml: tuple[float, float] = (300.0, 2600.0)  # brain mask volume, a newborn's to a large adult's
+    min_direction_agreement: float = 0.75  # lowest Dice between the extractor's slice directions
+    min_structure: float = 0.3  # neighbour-voxel correlation inside the brain (noise: about 0)
+    min_brain_over_shell: float = 0.0  # (median brain - median shell outside it) / brain's 5-95 % spread; T1 > 0
+    min_white_over_gray: float = 0.0  # (median white - median gray matter) / the same spread; T1 > 0
+    shell_mm: tuple[float, float] = (1.0, 5.0)  # the shell: this far outside the brain mask
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,8 @@ class InferenceConfig:
     patch_overlap: float = 0.5  # fraction of a 3D patch shared with its neighbour along each axis, in [0, 1)
     background_threshold: float = 0.05  # normalised intensity at or below which a voxel is empty (never predicted)
     margin: int = 8  # voxels kept around the non-empty box, so the network sees the head's edge
+    brain_margin_mm: float = 3.0  # bundles with a brain extractor: the tissue networks see the brain mask grown by this
+    qc: QcConfig = field(default_factory=QcConfig)
 
 
 @dataclass(frozen=True)

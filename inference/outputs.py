@@ -23,6 +23,7 @@ import numpy as np
 from brainseg_tf.io import SUPPORTED_SUFFIXES, Volume, save_volume, volume_suffix
 from brainseg_tf.labels import LabelSet
 from brainseg_tf.visualize import save_volume_overlays
+from inference.qc import QcVerdict
 from inference.segmenter import Segmentation
 
 logger = logging.getLogger(__name__)
@@ -107,14 +108,17 @@ def volumes_csv(volumes: list[StructureVolume]) -> str:
     return buffer.getvalue()
 
 
-def volumes_json(volumes: list[StructureVolume], labels: Volume, label_set: LabelSet, model: dict[str, Any]) -> str:
-    """The volumes table as JSON, with the voxel volume, the label set and the model that made it."""
+def volumes_json(
+    volumes: list[StructureVolume], labels: Volume, label_set: LabelSet, model: dict[str, Any], qc: QcVerdict | None = None
+) -> str:
+    """The volumes table as JSON, with the voxel volume, the label set, the model that made it and the QC verdict."""
     document = {
         "label_set": label_set.name,
         "model": model,
         "voxel_volume_mm3": float(abs(np.linalg.det(labels.affine[:3, :3]))),
         "shape": list(labels.shape),
         "structures": [vars(v) for v in volumes],
+        "qc": None if qc is None else qc.to_dict(),
     }
     return json.dumps(document, indent=2) + "\n"
 
@@ -144,9 +148,9 @@ def write_outputs(
         "labels": lambda p: save_volume(segmentation.label_values(), p, "label"),
         "volumes_csv": lambda p: p.write_text(volumes_csv(volumes), encoding="utf-8"),
         "volumes_json": lambda p: p.write_text(
-            volumes_json(volumes, segmentation.labels, segmentation.label_set, model or {}), encoding="utf-8"
+            volumes_json(volumes, segmentation.labels, segmentation.label_set, model or {}, segmentation.qc), encoding="utf-8"
         ),
-        "qc": lambda p: save_volume_overlays(image, segmentation.labels, segmentation.label_set, p),
+        "qc": lambda p: save_volume_overlays(image, segmentation.labels, segmentation.label_set, p, title=qc_title(segmentation)),
         "probabilities": lambda p: save_volume(segmentation.scores, p, "image"),  # type: ignore[arg-type]  (checked above)
     }
     unknown = set(paths) - set(writers)
@@ -172,6 +176,11 @@ def write_outputs(
             temporary.unlink(missing_ok=True)
     logger.debug("wrote %d outputs", len(committed))
     return committed
+
+
+def qc_title(segmentation: Segmentation) -> str:
+    """The QC picture's title: the verdict's one line (no file name: it may carry patient identifiers)."""
+    return "" if segmentation.qc is None else segmentation.qc.summary()
 
 
 def _staging_path(final: Path) -> Path:

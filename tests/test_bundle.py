@@ -24,6 +24,7 @@ from brainseg_tf.bundle import (
     write_model_bundle,
 )
 from brainseg_tf.bundle.export import _check_labels
+from brainseg_tf.bundle.spec import FORMAT_VERSION
 from brainseg_tf.bundle.load import _argmax_function
 from brainseg_tf.bundle.manifest import sha256_file
 from brainseg_tf.bundle.reexport import reexport_bundle
@@ -75,7 +76,7 @@ def multi_copy(bundles: dict[str, Path], tmp_path: Path) -> Path:
 def test_model_bundle_round_trip(bundles):
     path = bundles["multi"]
     data = verify_bundle(path)
-    assert (data["format_version"], data["kind"], data["family"], data["class_index"]) == (1, "model", "multiclass", None)
+    assert (data["format_version"], data["kind"], data["family"], data["class_index"]) == (FORMAT_VERSION, "model", "multiclass", None)
     assert data["input_spec"] == InputSpec.from_config(CONFIG).to_dict()
     assert set(data["versions"]) == {"python", "tensorflow", "keras", "numpy", "brainseg_tf"}
     assert data["git_commit"] is None or len(data["git_commit"]) == 40
@@ -243,7 +244,7 @@ def test_verify_refuses_tampered_bundles(multi_copy, tamper, message):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format_version": 2}, "unsupported format_version 2"),
+        ({"format_version": 3}, "unsupported format_version 3"),
         ({"kind": "zoo"}, "expected kind"),
         ({"class_index": 9}, "expected class_index null"),
         ({"label_set": {"name": "x"}}, "invalid label_set"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import keras
 
+from brainseg_tf.config import TrainingConfig
 from training.checkpoints import RunCheckpoints, RunState
 
 logger = logging.getLogger(__name__)
@@ -71,22 +72,36 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.wait = self.resume_state.epoch - self.resume_state.best_epoch
 
 
+def learning_rate_at(epoch: int, training: TrainingConfig) -> float:
+    """The learning rate of `epoch` (0-based): constant, or a cosine from ``learning_rate`` at epoch 0 down to
+    ``learning_rate * final_learning_rate_fraction`` at the last epoch. A function of the epoch alone, so a
+    resumed run continues the same schedule."""
+    if training.learning_rate_schedule == "constant" or training.epochs == 1:
+        return training.learning_rate
+    progress = min(max(epoch, 0), training.epochs - 1) / (training.epochs - 1)
+    final = training.learning_rate * training.final_learning_rate_fraction
+    return final + 0.5 * (training.learning_rate - final) * (1.0 + math.cos(math.pi * progress))
+
+
 def make_callbacks(
     checkpoints: RunCheckpoints,
     state: RunState | None,
     *,
-    patience: int,
+    training: TrainingConfig,
     log_dir: Path,
 ) -> list[keras.callbacks.Callback]:
-    """The callbacks of one run, in order: CSV log, early stopping (unless `patience` is 0), checkpoint, TensorBoard.
+    """The callbacks of one run, in order: CSV log, learning-rate schedule (unless constant), early stopping
+    (unless its patience is 0), checkpoint, TensorBoard.
 
     The CSV log goes to ``<log_dir>/log.csv`` (appended to on resume), TensorBoard to ``<log_dir>/tensorboard``
     (skipped with a warning when the `tensorboard` package is not installed).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.CSVLogger(str(log_dir / "log.csv"), append=True)]
-    if patience > 0:
-        callbacks.append(ResumableEarlyStopping(patience, state))
+    if training.learning_rate_schedule != "constant":
+        callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _rate: learning_rate_at(epoch, training)))
+    if training.early_stopping_patience > 0:
+        callbacks.append(ResumableEarlyStopping(training.early_stopping_patience, state))
     callbacks.append(EpochCheckpoint(checkpoints, state))
     if tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir / "tensorboard"), write_graph=False, profile_batch=0))

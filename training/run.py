@@ -190,7 +190,7 @@ def _fit(
     checkpoints = RunCheckpoints(work_dir / "checkpoints")
     checkpoints.discard_partial_files()
     trim_csv_log(work_dir / "log.csv", -1 if state is None else state.epoch)
-    callbacks = make_callbacks(checkpoints, state, patience=training.early_stopping_patience, log_dir=work_dir)
+    callbacks = make_callbacks(checkpoints, state, training=training, log_dir=work_dir)
     train = training_dataset(data, config.generator, plan.encoding, initial_epoch)
     val = validation_dataset(data, config.generator, plan.encoding, training.validation_samples)
     if state is None:

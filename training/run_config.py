@@ -24,6 +24,11 @@ def check_training_config(training: TrainingConfig) -> None:
         )
     if not training.learning_rate > 0:
         raise ConfigError(f"Expected training.learning_rate > 0. Received: learning_rate={training.learning_rate!r}")
+    if not 0 < training.final_learning_rate_fraction <= 1:
+        raise ConfigError(
+            "Expected training.final_learning_rate_fraction in (0, 1]. "
+            f"Received: final_learning_rate_fraction={training.final_learning_rate_fraction!r}"
+        )
     if training.validation_samples < 1:
         raise ConfigError(f"Expected training.validation_samples >= 1. Received: {training.validation_samples!r}")
 

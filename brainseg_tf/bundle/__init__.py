@@ -9,6 +9,8 @@ A bundle is a folder::
     saved_model/       kind "model": TensorFlow SavedModel, signature "serving_default":
                        image float32 (None, ..., C) -> {"probabilities": float32 (None, ..., K)}
     members/<name>/    kind "ensemble": one complete single_class "model" bundle per class
+    brain_extractor/   optional (format 2): a single_class "model" bundle on the "brain" label set, run
+                       first; bundle.json records it as brain_extractor: {path, sha256}
     manifest.sha256    "<sha256>  <path>" for every other file, sorted (sha256sum format)
 
 Writers stage everything in a hidden sibling folder and rename it into place, so a crashed write
@@ -16,6 +18,7 @@ leaves nothing that looks finished. Readers verify the manifest before trusting 
 this package imports neither Keras nor TensorFlow; `load_serving_function` needs TensorFlow only.
 """
 
+from brainseg_tf.bundle.extractor import attach_brain_extractor
 from brainseg_tf.bundle.load import ServingFunction, load_keras_model, load_serving_function
 from brainseg_tf.bundle.manifest import check_manifest, sha256_file, write_manifest
 from brainseg_tf.bundle.spec import FORMAT_VERSION
@@ -24,6 +27,7 @@ from brainseg_tf.bundle.write import write_ensemble_bundle, write_model_bundle
 
 __all__ = [
     "FORMAT_VERSION",
+    "attach_brain_extractor",
     "BundleInfo",
     "ServingFunction",
     "check_manifest",

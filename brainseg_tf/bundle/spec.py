@@ -7,14 +7,21 @@ from brainseg_tf.families import FAMILIES
 from brainseg_tf.labels import class_slug
 from brainseg_tf.preprocessing import INPUT_SPEC_KEYS
 
-FORMAT_VERSION = 1
-"""Bumped whenever a reader of the previous version could misread a new bundle."""
+FORMAT_VERSION = 2
+"""Bumped whenever a reader of the previous version could misread a new bundle: version 2 adds the
+optional brain extractor, which a version-1 reader would silently skip (segmenting a full head as if
+it were skull-stripped)."""
+READABLE_FORMAT_VERSIONS: tuple[int, ...] = (1, 2)
+"""Versions this reader accepts: 1 is 2 without a brain extractor."""
 
 BUNDLE_JSON = "bundle.json"
 MANIFEST = "manifest.sha256"
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 MEMBERS_DIR = "members"
+BRAIN_EXTRACTOR_DIR = "brain_extractor"
+"""A segmenter bundle's optional brain-extraction network: a complete single_class model bundle on the
+``brain`` label set, run before the tissue networks (``bundle.json``: ``brain_extractor: {path, sha256}``)."""
 SIGNATURE = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
@@ -37,7 +44,7 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "git_commit",
     "created",
 )
-"""Keys every bundle.json has; ensembles also have ``members``."""
+"""Keys every bundle.json has; ensembles also have ``members``; segmenters may have ``brain_extractor`` (version 2)."""
 
 __all__ = ["FAMILIES", "INPUT_SPEC_KEYS"]  # re-exported for the bundle's readers and writers
 

@@ -10,20 +10,21 @@ from typing import Any
 
 from brainseg_tf.bundle.manifest import check_manifest, sha256_file
 from brainseg_tf.bundle.spec import (
+    BRAIN_EXTRACTOR_DIR,
     BUNDLE_JSON,
     FAMILIES,
-    FORMAT_VERSION,
     KERAS_FILE,
     KINDS,
     MANIFEST,
     MEMBER_NAME_PATTERN,
     MEMBERS_DIR,
+    READABLE_FORMAT_VERSIONS,
     REQUIRED_KEYS,
     SAVED_MODEL_DIR,
 )
 from brainseg_tf.errors import BundleError, LabelError
 from brainseg_tf.families import Family
-from brainseg_tf.labels import LabelSet
+from brainseg_tf.labels import BRAIN, LabelSet
 from brainseg_tf.preprocessing import InputSpec
 
 
@@ -41,6 +42,8 @@ class BundleInfo:
         metrics: validation metrics recorded at training time.
         members: an ensemble's member models, in bundle order; empty for a model.
         config: the effective training config, as a plain dict.
+        brain_extractor: the brain-extraction network run before this segmenter's networks (a
+            single_class model on the ``brain`` label set); None when the bundle has none.
     """
 
     path: Path
@@ -52,6 +55,7 @@ class BundleInfo:
     metrics: dict[str, float | None]
     members: list[BundleInfo] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    brain_extractor: BundleInfo | None = None
 
 
 def verify_bundle(path: str | os.PathLike[str], hashed: dict[str, str] | None = None) -> dict[str, Any]:
@@ -60,7 +64,8 @@ def verify_bundle(path: str | os.PathLike[str], hashed: dict[str, str] | None = 
     First the manifest (every listed file present with the right sha256, no other file, no path
     leaving the bundle, no symbolic link), then ``bundle.json`` (parses, required keys, supported
     ``format_version``, consistent kind / family / class_index / label set, the files its kind
-    needs), then, for an ensemble, each member recursively and its recorded manifest checksum.
+    needs), then, for an ensemble, each member recursively and its recorded manifest checksum, and
+    the brain extractor, if any, the same way.
 
     Args:
         path: the bundle folder.
@@ -85,6 +90,8 @@ def verify_bundle(path: str | os.PathLike[str], hashed: dict[str, str] | None = 
                 raise BundleError(root, f"model bundle without {required}")
     else:
         _check_members(root, data, listed)
+    if BRAIN_EXTRACTOR_KEY in data:
+        _check_brain_extractor(root, data, listed)
     return data
 
 
@@ -100,6 +107,8 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
 
 def _info(root: Path, data: dict[str, Any]) -> BundleInfo:
     members = [_info(root / m["path"], _read_bundle_json(root / m["path"])) for m in data.get("members", [])]
+    extractor = data.get(BRAIN_EXTRACTOR_KEY)
+    extractor_root = root / BRAIN_EXTRACTOR_DIR
     return BundleInfo(
         path=root,
         kind=data["kind"],
@@ -110,6 +119,7 @@ def _info(root: Path, data: dict[str, Any]) -> BundleInfo:
         metrics=dict(data["metrics"]),
         members=members,
         config=dict(data["config"]),
+        brain_extractor=None if extractor is None else _info(extractor_root, _read_bundle_json(extractor_root)),
     )
 
 
@@ -129,8 +139,11 @@ def _read_bundle_json(root: Path) -> dict[str, Any]:
 def _check_description(root: Path, data: dict[str, Any]) -> None:
     file = root / BUNDLE_JSON
     version = data.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):  # first: another version may have other keys
-        raise BundleError(file, f"unsupported format_version {version!r} (this brainseg_tf reads {FORMAT_VERSION})")
+    if version not in READABLE_FORMAT_VERSIONS or isinstance(version, bool):  # first: another version may have other keys
+        readable = " and ".join(str(v) for v in READABLE_FORMAT_VERSIONS)
+        raise BundleError(file, f"unsupported format_version {version!r} (this brainseg_tf reads {readable})")
+    if BRAIN_EXTRACTOR_KEY in data and version < 2:
+        raise BundleError(file, f"a brain extractor needs format_version 2 or later. Received: {version!r}")
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if missing:
         raise BundleError(file, f"missing key(s) {missing}")
@@ -192,6 +205,31 @@ def _check_members(root: Path, data: dict[str, Any], listed: dict[str, str]) -> 
         seen.add(entry["class_index"])
 
 
+BRAIN_EXTRACTOR_KEY = "brain_extractor"
+
+
+def _check_brain_extractor(root: Path, data: dict[str, Any], listed: dict[str, str]) -> None:
+    """The brain extractor: where the format puts it, verified like a member, on the ``brain`` label set."""
+    file = root / BUNDLE_JSON
+    entry = data[BRAIN_EXTRACTOR_KEY]
+    if not isinstance(entry, dict) or set(entry) != {"path", "sha256"} or entry["path"] != BRAIN_EXTRACTOR_DIR:
+        raise BundleError(file, f"expected brain_extractor as {{path: {BRAIN_EXTRACTOR_DIR!r}, sha256}}. Received: {entry!r}")
+    extractor_root = root / BRAIN_EXTRACTOR_DIR
+    prefix = f"{BRAIN_EXTRACTOR_DIR}/"
+    extractor = verify_bundle(extractor_root, {path[len(prefix) :]: digest for path, digest in listed.items() if path.startswith(prefix)})
+    found = listed.get(f"{prefix}{MANIFEST}") or sha256_file(extractor_root / MANIFEST)
+    if found != entry["sha256"]:
+        raise BundleError(
+            extractor_root / MANIFEST, f"sha256 does not match bundle.json's brain_extractor: expected {str(entry['sha256'])[:12]}..., found {found[:12]}..."
+        )
+    expected = {"kind": "model", "family": "single_class", "class_index": 1, "label_set": BRAIN.to_dict()}
+    for key, value in expected.items():
+        if extractor[key] != value:
+            raise BundleError(extractor_root / BUNDLE_JSON, f"not a brain extractor: expected {key} {value!r}, found {extractor[key]!r}")
+    if BRAIN_EXTRACTOR_KEY in extractor:
+        raise BundleError(extractor_root / BUNDLE_JSON, "a brain extractor cannot hold a brain extractor of its own")
+
+
 def _check_member_agrees(member_root: Path, member: dict[str, Any], entry: dict[str, Any], ensemble: dict[str, Any]) -> None:
     expected = {
         "kind": "model",
@@ -203,3 +241,5 @@ def _check_member_agrees(member_root: Path, member: dict[str, Any], entry: dict[
     for key, value in expected.items():
         if member[key] != value:
             raise BundleError(member_root / BUNDLE_JSON, f"{key} disagrees with the ensemble: expected {value!r}, found {member[key]!r}")
+    if BRAIN_EXTRACTOR_KEY in member:
+        raise BundleError(member_root / BUNDLE_JSON, "an ensemble member cannot hold a brain extractor (the ensemble holds it)")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from brainseg_tf.bundle.export import check_serving_matches, export_saved_model, inference_copy
+from brainseg_tf.bundle.extractor import check_brain_extractor_source, copy_brain_extractor
 from brainseg_tf.bundle.manifest import sha256_file, write_manifest
 from brainseg_tf.bundle.spec import (
     BUNDLE_JSON,
@@ -29,7 +30,7 @@ from brainseg_tf.bundle.spec import (
     member_name,
 )
 from brainseg_tf.bundle.staging import staged
-from brainseg_tf.bundle.verify import verify_bundle
+from brainseg_tf.bundle.verify import BRAIN_EXTRACTOR_KEY, verify_bundle
 from brainseg_tf.config import Config
 from brainseg_tf.errors import BundleError
 from brainseg_tf.labels import LabelSet
@@ -47,6 +48,7 @@ def write_model_bundle(
     config: Config,
     metrics: Mapping[str, float],
     class_index: int | None = None,
+    brain_extractor: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write one trained network as a bundle: ``model.keras``, ``saved_model/``, ``bundle.json``, manifest.
 
@@ -63,6 +65,8 @@ def write_model_bundle(
         config: the effective training config (the input contract is derived from it).
         metrics: validation metrics, name -> value (non-finite values are stored as null).
         class_index: single_class: the foreground class the network segments; multiclass: None.
+        brain_extractor: a brain-extractor bundle to ship inside (multiclass only; see
+            `brainseg_tf.bundle.extractor`).
 
     Returns:
         The bundle folder.
@@ -72,13 +76,16 @@ def write_model_bundle(
     """
     target = Path(path)
     _check_model_arguments(target, model, family, label_set, config, class_index)
+    if brain_extractor is not None and family != "multiclass":
+        raise BundleError(target, "only a multiclass model or an ensemble holds a brain extractor")
+    extractor = None if brain_extractor is None else check_brain_extractor_source(brain_extractor)
     description = _description("model", family, class_index, label_set, config, _clean_metrics(target, metrics))
     with staged(target) as staging:
         inference_model = inference_copy(target, model)
         inference_model.save(staging / KERAS_FILE)
         export_saved_model(inference_model, staging / SAVED_MODEL_DIR)
         check_serving_matches(staging, inference_model, InputSpec.from_config(config).pad_multiple)
-        _finish(staging, description)
+        _finish(staging, description, extractor)
     logger.info("Wrote %s bundle %s", family, target)
     return target
 
@@ -90,6 +97,7 @@ def write_ensemble_bundle(
     label_set: LabelSet,
     config: Config,
     metrics: Mapping[str, float],
+    brain_extractor: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Gather single_class model bundles into one ensemble bundle.
 
@@ -103,6 +111,7 @@ def write_ensemble_bundle(
         label_set: the classes of the task.
         config: the effective config (its input spec must be the members').
         metrics: validation metrics of the fused ensemble.
+        brain_extractor: a brain-extractor bundle to ship inside (see `brainseg_tf.bundle.extractor`).
 
     Returns:
         The ensemble folder.
@@ -119,6 +128,7 @@ def write_ensemble_bundle(
     for source, data in sources:
         _check_member(target, source, data, description)
     names = _member_names(target, label_set, [data["class_index"] for _, data in sources])
+    extractor = None if brain_extractor is None else check_brain_extractor_source(brain_extractor)
     with staged(target) as staging:
         entries = []
         for (source, data), name in zip(sources, names):
@@ -128,7 +138,7 @@ def write_ensemble_bundle(
             entry = {"name": name, "class_index": data["class_index"], "path": f"{MEMBERS_DIR}/{name}"}
             entries.append({**entry, "sha256": sha256_file(copy / MANIFEST)})
         description["members"] = entries
-        _finish(staging, description)
+        _finish(staging, description, extractor)
     logger.info("Wrote ensemble bundle %s with members %s", target, names)
     return target
 
@@ -237,7 +247,9 @@ def _git_commit() -> str | None:
     return commit if result.returncode == 0 and len(commit) == 40 else None
 
 
-def _finish(staging: Path, description: dict[str, Any]) -> None:
+def _finish(staging: Path, description: dict[str, Any], brain_extractor: Path | None = None) -> None:
+    if brain_extractor is not None:
+        description[BRAIN_EXTRACTOR_KEY] = copy_brain_extractor(staging, brain_extractor)
     (staging / BUNDLE_JSON).write_text(json.dumps(description, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     write_manifest(staging)
     verify_bundle(staging)

@@ -340,6 +340,8 @@ def test_trim_csv_log_keeps_checkpointed_epochs(tmp_path: Path, last_epoch: int,
         ({"epochs": 0}, "epochs"),
         ({"early_stopping_patience": -2}, "early_stopping_patience"),
         ({"learning_rate": 0.0}, "learning_rate"),
+        ({"final_learning_rate_fraction": 0.0}, r"final_learning_rate_fraction in \(0, 1\]"),
+        ({"final_learning_rate_fraction": 1.5}, r"final_learning_rate_fraction in \(0, 1\]"),
         ({"validation_samples": 0}, "validation_samples"),
     ],
 )
@@ -392,3 +394,21 @@ def test_a_random_slice_axis_needs_synthetic_heads() -> None:
     config = load_config(overrides={**QUICK_OVERRIDES, "generator.random_slice_axis": True})
     with pytest.raises(ConfigError, match="random_slice_axis only with synthetic heads"):
         load_run_data(config)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "epoch", "expected"),
+    [
+        ("constant", 0, 1e-3),
+        ("constant", 9, 1e-3),
+        ("cosine", 0, 1e-3),  # starts at the rate
+        ("cosine", 9, 5e-5),  # ends at rate * final_learning_rate_fraction, exactly at the last epoch
+        ("cosine", 12, 5e-5),  # epochs past the end stay there
+        ("cosine", 4.5, 0.5 * (1e-3 + 5e-5)),  # half way: the mean of the two
+    ],
+)
+def test_learning_rate_schedule(schedule: str, epoch: float, expected: float) -> None:
+    from training.callbacks import learning_rate_at
+
+    training = TrainingConfig(epochs=10, learning_rate=1e-3, learning_rate_schedule=schedule, final_learning_rate_fraction=0.05)
+    assert learning_rate_at(epoch, training) == pytest.approx(expected, rel=1e-9)  # type: ignore[arg-type]

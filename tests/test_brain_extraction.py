@@ -239,3 +239,14 @@ def test_no_brain_found_is_refused() -> None:
     image[0, 0, 0] = 1.0  # contrast, but nothing the stand-in calls brain beyond one voxel
     with pytest.raises(ImageError, match=r"no brain found \(0 mL of brain, at least 1 mL expected\)"):
         _segmenter(_extractor()).segment(Image(image, np.eye(4) * np.array([4, 4, 4, 1])))
+
+
+def test_python_m_training_attach_extractor(bundles: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from training.cli import main
+
+    copy = Path(shutil.copytree(bundles["multi"], tmp_path / "multi"))
+    assert main(["attach-extractor", "--extractor", str(bundles["single"]), str(copy)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0] and "single: not a brain extractor" in errors[0]
+    assert main(["attach-extractor", "--extractor", str(bundles["brain"]), str(copy)]) == 0
+    assert read_bundle_info(copy).brain_extractor is not None

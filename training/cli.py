@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     reexport.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE", help="model or ensemble bundle folder")
     reexport.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     reexport.set_defaults(config=None, overrides=[], quick=False)
+    attach = commands.add_parser("attach-extractor", help="put a brain-extractor bundle (single-class, label brain) into segmenter "
+                                                          "bundles, so they take full heads (networks and training record kept)")
+    attach.add_argument("--extractor", type=Path, required=True, metavar="DIR", help="the brain-extractor bundle")
+    attach.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE", help="multi-class or ensemble bundle folder")
+    attach.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    attach.set_defaults(config=None, overrides=[], quick=False)
     return parser
 
 
@@ -133,11 +139,19 @@ def reexport(args: argparse.Namespace, config: Config) -> None:
         reexport_bundle(bundle)
 
 
+def attach_extractor(args: argparse.Namespace, config: Config) -> None:
+    """Attach the brain extractor to each segmenter bundle (each verified, staged and swapped in atomically)."""
+    from brainseg_tf.bundle.extractor import attach_brain_extractor
+
+    for bundle in args.bundles:
+        attach_brain_extractor(bundle, args.extractor)
+
+
 TENSORFLOW_COMMANDS = ("prepare-data", "multiclass", "single-class", "ensemble", "reexport")
 """Commands that run TensorFlow in this process."""
 
 COMMANDS = {"config": show_config, "prepare-data": prepare_data, "multiclass": multiclass, "single-class": single_class, "ensemble": ensemble,
-            "reexport": reexport}
+            "reexport": reexport, "attach-extractor": attach_extractor}
 
 
 def main(argv: list[str] | None = None) -> int:

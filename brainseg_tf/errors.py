@@ -49,3 +49,7 @@ class DatasetError(BrainsegError, ValueError):
 
 class ImageError(BrainsegError, ValueError):
     """An image in memory that the networks cannot take (not 3D, no contrast): the scan's fault, not the model's."""
+
+
+class SeriesError(VolumeError):
+    """A DICOM series that cannot be read as one 3D volume; ``path`` is its non-identifying key (e.g. ``series 7 #1a2b3c4d``)."""

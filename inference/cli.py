@@ -17,7 +17,7 @@ from brainseg_tf.config import InferenceConfig
 from brainseg_tf.errors import BrainsegError, BundleError
 from brainseg_tf.io import SUPPORTED_SUFFIXES
 from brainseg_tf.runtime import import_tensorflow_quietly, prefer_onednn, use_cpu_budget
-from inference.batch import JobResult, SegmentationJob, planned_outputs, segment_files
+from inference.batch import JobResult, SegmentationJob, dicom_jobs, planned_outputs, segment_files
 from inference.outputs import OUTPUT_FORMATS, OutputOptions
 from inference.segmenter import Segmenter
 
@@ -28,17 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m inference`."""
     parser = argparse.ArgumentParser(
         prog="python -m inference",
-        description="Segment T1 volumes (NIfTI or MGZ, any orientation and voxel size) with a brainseg-tf model bundle. "
+        description="Segment T1 volumes (NIfTI, MGZ or DICOM series, any orientation and voxel size) with a brainseg-tf model bundle. "
         "Per input: <name>_labels (label map on the input's grid), <name>_volumes.csv/.json, <name>_qc.png.",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                        help=f"volume files, or folders searched recursively for {', '.join(SUPPORTED_SUFFIXES)}")
+                        help=f"volume files, or folders searched recursively for {', '.join(SUPPORTED_SUFFIXES)} and DICOM series")
     parser.add_argument("--model", required=True, type=Path, metavar="BUNDLE", help="model bundle folder, e.g. models/tissue-multiclass")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/inference"), metavar="DIR",
                         help="where outputs go; a folder input's subfolders are mirrored (default: %(default)s)")
     parser.add_argument("--format", choices=OUTPUT_FORMATS, default="same", help="label map format (default: same as the input)")
     parser.add_argument("--no-qc", dest="qc", action="store_false", help="skip the QC picture")
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probability maps (4D float32)")
+    parser.add_argument("--no-dicom", dest="dicom", action="store_false", help="do not look for DICOM series in folder inputs")
+    parser.add_argument("--dicom-seg", action="store_true",
+                        help="also write a DICOM SEG (<series>_seg.dcm) of each DICOM series' labels, referencing the series")
     parser.add_argument("--largest-component", action="store_true", help="keep only the largest connected component of each class")
     parser.add_argument("--batch-size", type=int, default=InferenceConfig.batch_size, help="slices per prediction batch (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
@@ -47,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def find_jobs(inputs: Sequence[Path], output_dir: Path) -> tuple[list[SegmentationJob], list[str]]:
-    """One job per input file; folders give one job per volume found below them, mirrored under ``output_dir``.
+def find_jobs(inputs: Sequence[Path], output_dir: Path, dicom: bool = True) -> tuple[list[SegmentationJob], list[str]]:
+    """One job per input file; folders give one job per volume found below them, mirrored under ``output_dir``,
+    and with ``dicom`` one per DICOM series (`inference.batch.dicom_jobs`).
 
     Hidden files and folders (names starting with '.') are skipped. A given path that is not a
     folder is always a job, even if missing: it then fails alone, like any other bad input.
@@ -60,9 +64,11 @@ def find_jobs(inputs: Sequence[Path], output_dir: Path) -> tuple[list[Segmentati
     for given in inputs:
         if given.is_dir():
             found = sorted(p for p in given.rglob("*") if _is_volume(p) and not _hidden(p.relative_to(given)))
-            if not found:
+            series = dicom_jobs(given, output_dir) if dicom else []
+            if not found and not series:
                 problems.append(f"{given}: no {', '.join(SUPPORTED_SUFFIXES)} file in this folder")
             jobs += [SegmentationJob(p, output_dir / p.relative_to(given).parent, str(p.relative_to(given))) for p in found]
+            jobs += series
         else:
             jobs.append(SegmentationJob(given, output_dir, str(given)))
     return jobs, problems
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         options = OutputOptions(args.format, args.qc, args.probabilities)
-        jobs, problems = find_jobs(args.inputs, args.output_dir)
+        jobs, problems = find_jobs(args.inputs, args.output_dir, args.dicom)
         planned_outputs(jobs, options)
         import_tensorflow_quietly()
         use_cpu_budget(args.threads)
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", problem)
     try:
         with progress_bar(len(jobs)) as bar, (contextlib.nullcontext() if bar.disable else logging_redirect_tqdm()):
-            results = segment_files(segmenter, jobs, options, args.largest_component, model, on_result=lambda position, result: bar.update())
+            results = segment_files(segmenter, jobs, options, args.largest_component, model,
+                                    on_result=lambda position, result: bar.update(), dicom_seg=args.dicom_seg)
     except BundleError as error:  # the model's fault, not an input's: the run stops, outputs already written stay
         line = " ".join(str(error).split())
         logger.error("%s", line)

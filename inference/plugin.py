@@ -2,7 +2,9 @@
 
 ChRIS runs a plugin as ``<python> <selfpath>/<selfexec> [--flag value ...] INPUTDIR OUTPUTDIR``: input
 read-only, an arbitrary non-root UID, HOME possibly unwritable, no network. Every volume matching
-the patterns anywhere under INPUTDIR gets its outputs in the same relative folder under OUTPUTDIR.
+the patterns anywhere under INPUTDIR gets its outputs in the same relative folder under OUTPUTDIR;
+so does every DICOM series (unless --no-dicom), named ``series-<number>-<hash>`` after its series, and
+with --dicom-seg a DICOM SEG beside its outputs.
 Logs go to stdout (ChRIS shows them to users): relative file names, seconds, structure volumes;
 never header text of the inputs.
 
@@ -78,6 +80,10 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                         help="do not draw the QC picture (axial, coronal, sagittal slices with the labels overlaid)")
     parser.add_argument("--probabilities", action="store_true", default=False,
                         help="also write the per-class probability maps (4D, float32; large)")
+    parser.add_argument("--no-dicom", dest="dicom", action="store_false", default=True,
+                        help="do not look for DICOM series (any file starting with a DICOM preamble, grouped by series)")
+    parser.add_argument("--dicom-seg", action="store_true", default=False,
+                        help="also write a DICOM SEG of each DICOM series' labels, referencing the series (for PACS)")
     parser.add_argument("--largest-component", action="store_true", default=False,
                         help="keep only the largest connected component of each structure")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow; 0 uses every core the job may use")
@@ -126,19 +132,22 @@ def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bun
     prepare_environment()
     # Imported only now: inference.batch imports inference.outputs, which imports matplotlib
     # (brainseg_tf.visualize), and matplotlib reads MPLCONFIGDIR when it is imported.
-    from inference.batch import SegmentationJob, segment_files
+    from inference.batch import SegmentationJob, dicom_jobs, segment_files
     from inference.outputs import OutputOptions
 
     _log_to_stdout()
     start = time.perf_counter()
     try:
         inputs = find_inputs(inputdir, outputdir, options.pattern)
+        series = dicom_jobs(inputdir, outputdir) if options.dicom else []
     except ValueError as error:
         return _fail([" ".join(str(error).split())])
-    if not inputs:
+    in_series = {path for job in series for path in job.series.files}  # type: ignore[union-attr]
+    inputs = [(path, folder) for path, folder in inputs if path not in in_series]
+    if not inputs and not series:
         return _fail([f"{inputdir}: no input matches --pattern {options.pattern!r}"])
-    jobs = [SegmentationJob(path, folder, str(path.relative_to(inputdir))) for path, folder in inputs]
-    logger.info("%s: %d input volume(s)", plugin, len(jobs))
+    jobs = [SegmentationJob(path, folder, str(path.relative_to(inputdir))) for path, folder in inputs] + series
+    logger.info("%s: %d input volume(s), %d DICOM series", plugin, len(inputs), len(series))
     try:
         import_tensorflow_quietly()
         use_cpu_budget(options.threads)
@@ -148,7 +157,7 @@ def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bun
         return _fail([" ".join(str(error).split())])
     model = {"bundle": bundle.name, "family": segmenter.family, "plugin": plugin}
     try:
-        results = segment_files(segmenter, jobs, output_options, options.largest_component, model)
+        results = segment_files(segmenter, jobs, output_options, options.largest_component, model, dicom_seg=options.dicom_seg)
     except BundleError as error:  # the model failed, not an input: segment_files stops there
         return _fail([" ".join(str(error).split())])
     failures = [r.error for r in results if r.error is not None]

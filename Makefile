@@ -41,6 +41,12 @@ test-images: $(STAMP)
 notebooks: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir notebooks
 
+# Each plugin's examples/incoming and examples/outgoing, rewritten by running the plugin on a synthetic head as
+# ChRIS would (after any change to the models or the inference; tests/test_examples.py compares a fresh run).
+.PHONY: examples
+examples: $(STAMP)
+	$(PY) -m chris_plugins.examples regenerate
+
 # Multi-arch plugin images (linux/amd64 + linux/ppc64le): build, push, regenerate each descriptor inside
 # its image (docs/containers.md). Needs Docker with buildx; `python3 docker/build.py --dry-run` shows the commands.
 images:
@@ -50,10 +56,14 @@ images:
 register:
 	$(PYTHON) docker/register.py
 
-# The committed default bundles: multi-class and ensemble for the tissue label set (<= 45 min on 2 CPU cores).
+# The committed default bundles: the brain extractor (synthetic full heads, 2 mm), then multi-class and
+# ensemble for the tissue label set, each holding the extractor (about 75 min on 2 CPU cores; a killed run resumes).
+EXTRACTOR := outputs/train-default/brain-extractor
 train-default: $(STAMP)
+	$(PY) -m training single-class --label brain --config configs/train-brain-extractor.yaml --run-dir $(EXTRACTOR) --bundle $(EXTRACTOR)/bundle
 	$(PY) -m training multiclass --config configs/train-default.yaml --run-dir outputs/train-default/multiclass --bundle models/tissue-multiclass
 	$(PY) -m training ensemble --config configs/train-default.yaml --run-dir outputs/train-default/ensemble --bundle models/tissue-ensemble
+	$(PY) -m training attach-extractor --extractor $(EXTRACTOR)/bundle models/tissue-multiclass models/tissue-ensemble
 
 bench-generator: $(STAMP)
 	$(PY) benchmarks/generator_throughput.py
@@ -65,6 +75,11 @@ bench-inference: $(STAMP)
 # Multi-class vs ensemble vs classical baselines on the held-out test subjects -> docs/comparison.md (+ PNG chart).
 compare: $(STAMP)
 	$(PY) -m evaluation compare --config configs/train-default.yaml
+
+# Both families on held-out synthetic full heads and their variants (incl. T2-like, noise, empty) with input QC -> docs/comparison.md.
+.PHONY: compare-heads
+compare-heads: $(STAMP)
+	$(PY) -m evaluation compare-heads --config configs/train-default.yaml
 
 # Refresh constraints.txt from a clean resolve of pyproject.toml's ranges.
 lock:

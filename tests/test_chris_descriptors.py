@@ -81,7 +81,7 @@ BACKEND_VERDICTS = [
     ("max workers below min", lambda d: d.update(min_number_of_workers=2, max_number_of_workers=1), "max_number_of"),
     ("GPU as text", lambda d: d.update(max_gpu_limit="1"), None),
     ("no min memory or CPU", lambda d: [d.pop("min_memory_limit"), d.pop("min_cpu_limit")], None),
-    ("memory at the integer column's limit", lambda d: d.update(min_memory_limit="2097151Gi"), None),
+    ("memory at the integer column's limit", lambda d: d.update(min_memory_limit="2097151Gi", max_memory_limit="2097151Gi"), None),
     ("memory past the integer column's limit", lambda d: d.update(min_memory_limit="2097152Gi"), "min_memory_limit"),
     ("authors of 200 characters", lambda d: d.update(authors="a" * 200), None),
     ("license of 50 characters", lambda d: d.update(license="l" * 50), None),

@@ -20,4 +20,24 @@ setup(
     install_requires=["chris_plugin==0.4.0", "brainseg-tf"],
     entry_points={"console_scripts": ["brainseg_multiclass = brainseg_multiclass:main"]},
     python_requires=">=3.10",
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Environment :: Console",
+        "Intended Audience :: Science/Research",
+        "Intended Audience :: Healthcare Industry",
+        "License :: OSI Approved :: MIT License",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Bio-Informatics",
+        "Topic :: Scientific/Engineering :: Image Processing",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+    ],
+    # As the ChRIS template: `none` for the image's default build argument, `dev` for its test image
+    # (docker/plugins/Dockerfile, ARG extras_require); versions come from the repository's constraints.txt.
+    extras_require={
+        "none": [],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
 )

@@ -8,6 +8,7 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -15,10 +16,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from brainseg_tf.config import Config, config_from_command_line
 from brainseg_tf.errors import BrainsegError
 
+if TYPE_CHECKING:
+    from evaluation.heads_compare import HeadsOptions
+
 logger = logging.getLogger("evaluation")
 
-STAGE_UNITS = {"segmenting": "method", "scoring": "label map"}
-"""The unit of each stage `evaluation.compare.run_comparison` reports progress on."""
+STAGE_UNITS = {"segmenting": "method", "scoring": "label map", "building": "case"}
+"""The unit of each stage `evaluation.compare.run_comparison` (and `evaluation.heads_compare`) reports progress on."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +43,42 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Markdown page whose generated part (between the compare markers) is rewritten (default: %(default)s)")
     compare.add_argument("--chart", type=Path, default=Path("docs/comparison.png"), metavar="FILE", help="PNG chart (default: %(default)s)")
     compare.add_argument("--output-dir", type=Path, default=Path("outputs/compare"), metavar="DIR", help="raw results.json goes here (default: %(default)s)")
+    _add_heads_parser(commands)
     return parser
+
+
+def _add_heads_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``compare-heads`` subcommand: both families on held-out synthetic full heads and their variants."""
+    heads = commands.add_parser("compare-heads", help="both families on held-out synthetic full heads and their variants, with input QC")
+    heads.add_argument("--config", type=Path, help="YAML file overriding the defaults in brainseg_tf/config.py (where the test brains come from)")
+    heads.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one config value (repeatable)")
+    heads.add_argument("--quick", action="store_true", help="the quick config (small embedded dataset)")
+    heads.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    heads.add_argument("--multiclass", type=Path, default=Path("models/tissue-multiclass"), metavar="DIR", help="multi-class bundle (default: %(default)s)")
+    heads.add_argument("--ensemble", type=Path, default=Path("models/tissue-ensemble"), metavar="DIR", help="ensemble bundle (default: %(default)s)")
+    heads.add_argument("--heads", type=int, default=2, metavar="N", help="base heads, each with every variant asked for (default: %(default)s)")
+    heads.add_argument("--variants", metavar="A,B,...", help="comma-separated variants of evaluation.head_variants.VARIANTS (default: all)")
+    heads.add_argument("--seed", type=int, default=0, help="the suite's seed (default: %(default)s)")
+    heads.add_argument("--doc", type=Path, default=Path("docs/comparison.md"), metavar="FILE",
+                       help="Markdown page whose heads section (between the heads markers) is rewritten (default: %(default)s)")
+    heads.add_argument("--output-dir", type=Path, default=Path("outputs/compare-heads"), metavar="DIR", help="raw results.json goes here (default: %(default)s)")
+
+
+def heads_options(args: argparse.Namespace) -> HeadsOptions:
+    """The `HeadsOptions` a parsed ``compare-heads`` command line asks for.
+
+    Raises:
+        BrainsegError: bad ``--heads``, ``--seed`` or ``--variants``.
+    """
+    from evaluation.heads_compare import HeadsOptions, check_options, parse_variants
+
+    options = HeadsOptions(
+        multiclass=args.multiclass, ensemble=args.ensemble, n_heads=args.heads, seed=args.seed,
+        variants=None if args.variants is None else parse_variants(args.variants), doc=args.doc, output_dir=args.output_dir,
+        command=shlex.join(["python", "-m", "evaluation", *sys.argv[1:]]),
+    )
+    check_options(options)
+    return options
 
 
 def compare(args: argparse.Namespace, config: Config) -> None:
@@ -78,7 +117,16 @@ class StageBars:
             bar.close()
 
 
-COMMANDS = {"compare": compare}
+def compare_heads(args: argparse.Namespace, config: Config) -> None:
+    """Both families on the realistic-heads suite; write the page's heads section and the JSON."""
+    from evaluation.heads_compare import run_heads_comparison
+
+    options = heads_options(args)
+    with contextlib.closing(StageBars()) as bars, (logging_redirect_tqdm() if bars.enabled else contextlib.nullcontext()):
+        run_heads_comparison(config, options, progress=bars)
+
+
+COMMANDS = {"compare": compare, "compare-heads": compare_heads}
 """TensorFlow is not imported here up front: compare segments in fresh worker processes, whose peak memory
 would otherwise start from this process's."""
 

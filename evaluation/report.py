@@ -124,8 +124,8 @@ def _environment_line(environment: dict[str, Any]) -> str:
     return f"Environment: {versions}; {environment['cpu_cores']} CPU cores ({environment['machine']})."
 
 
-def update_doc(path: Path, generated: str) -> None:
-    """Replace the text between the compare markers of ``path``; keep everything else as it is.
+def update_doc(path: Path, generated: str, markers: tuple[str, str] = (BEGIN_MARKER, END_MARKER)) -> None:
+    """Replace the text between the markers of ``path`` (by default the compare markers); keep everything else as it is.
 
     A missing page is created with a heading, the markers and a placeholder reading; a page
     without markers gets them appended.
@@ -133,19 +133,20 @@ def update_doc(path: Path, generated: str) -> None:
     Raises:
         BrainsegError: the markers are there but not once each, in order.
     """
-    block = f"{BEGIN_MARKER}\n{generated.strip()}\n{END_MARKER}"
+    begin_marker, end_marker = markers
+    block = f"{begin_marker}\n{generated.strip()}\n{end_marker}"
     if not path.exists():
         text = f"# Multi-class vs ensemble vs classical baselines\n\n{block}\n\n## Reading\n\n(To be written from the numbers above.)\n"
     else:
         current = path.read_text(encoding="utf-8")
-        begins, ends = current.count(BEGIN_MARKER), current.count(END_MARKER)
+        begins, ends = current.count(begin_marker), current.count(end_marker)
         if begins == ends == 0:
             text = current.rstrip("\n") + f"\n\n{block}\n"
-        elif begins == ends == 1 and current.index(BEGIN_MARKER) < current.index(END_MARKER):
-            head, rest = current.split(BEGIN_MARKER)
-            text = head + block + rest.split(END_MARKER, 1)[1]
+        elif begins == ends == 1 and current.index(begin_marker) < current.index(end_marker):
+            head, rest = current.split(begin_marker)
+            text = head + block + rest.split(end_marker, 1)[1]
         else:
-            raise BrainsegError(f"{path}: expected the markers {BEGIN_MARKER} and {END_MARKER} once each, in order")
+            raise BrainsegError(f"{path}: expected the markers {begin_marker} and {end_marker} once each, in order")
     write_text(path, text)
 
 

@@ -7,9 +7,12 @@ import dataclasses
 import numpy as np
 from test_heads import synthetic_brain
 
-from brainseg_tf.config import GeneratorConfig
+import pytest
+
+from brainseg_tf.config import GeneratorConfig, HeadConfig
+from brainseg_tf.errors import ConfigError
 from brainseg_tf.datasets import heads
-from brainseg_tf.datasets.synthetic_heads import T1_PRIORS, synthesize_head_subject
+from brainseg_tf.datasets.synthetic_heads import T1_PRIORS, maybe_stripped, synthesize_head_subject
 from brainseg_tf.io import Image, LabelMap
 
 
@@ -44,3 +47,33 @@ def test_t1_like_subjects_order_the_tissues_as_a_t1_does() -> None:
         assert mean[heads.WHITE_MATTER] > mean[heads.GRAY_MATTER] > mean[heads.BRAIN_CSF]
         assert mean[heads.SUBCUTANEOUS_FAT] > mean[heads.GRAY_MATTER]
         assert mean[heads.INNER_TABLE] < mean[heads.GRAY_MATTER] and mean[heads.AIR] < mean[heads.BRAIN_CSF]
+
+
+def _shelled_brain() -> LabelMap:
+    """White matter in a 2 mm grid, wrapped in scalp fat: a stand-in head."""
+    labels = np.full((20, 20, 20), heads.AIR, np.uint8)
+    labels[4:16, 4:16, 4:16] = heads.SUBCUTANEOUS_FAT
+    labels[8:12, 8:12, 8:12] = heads.WHITE_MATTER
+    return LabelMap(labels, np.diag([2.0, 2.0, 2.0, 1.0]))
+
+
+def test_a_stripped_head_keeps_only_what_lies_within_its_margin_of_the_brain() -> None:
+    head = _shelled_brain()
+    stripped = maybe_stripped(head, np.random.default_rng(0), HeadConfig(stripped_probability=1.0, stripped_margin_mm=(4.0, 4.0)))
+    fat = stripped.array == heads.SUBCUTANEOUS_FAT
+    assert np.array_equal(stripped.array == heads.WHITE_MATTER, head.array == heads.WHITE_MATTER)
+    assert fat[6:14, 6:14, 6:14].sum() == fat.sum() > 0  # within 4 mm = 2 voxels of the brain only
+    assert fat[6, 10, 10] and not fat[5, 10, 10]  # exactly 4 mm away is kept, 6 mm is air
+    assert np.array_equal(maybe_stripped(head, np.random.default_rng(0), HeadConfig()).array, head.array)  # probability 0
+
+
+def test_stripping_is_drawn_from_its_own_stream_and_checked() -> None:
+    brain = synthetic_brain(4.0)
+    config = GeneratorConfig()
+    stripped_config = dataclasses.replace(config, heads=HeadConfig(stripped_probability=1.0, stripped_margin_mm=(0.0, 0.0)))
+    _, plain = synthesize_head_subject(brain, np.random.default_rng(3), config)
+    _, stripped = synthesize_head_subject(brain, np.random.default_rng(3), stripped_config)
+    assert plain.shape == stripped.shape and np.array_equal(heads.head_brain_mask(plain.array), heads.head_brain_mask(stripped.array))
+    assert np.all(stripped.array[~heads.head_brain_mask(stripped.array)] == heads.AIR)
+    with pytest.raises(ConfigError, match="stripped_probability in \\[0, 1\\]"):
+        heads.build_head(brain, np.random.default_rng(0), HeadConfig(stripped_probability=1.5))

@@ -362,6 +362,7 @@ def _check_config(config: HeadConfig) -> None:
         "shape_warp": ("in [0, 0.4]", lambda v: 0 <= v <= 0.4),
         "neck_pitch_deg": ("in [0, 45]", lambda v: 0 <= v <= 45),
         "neck_length_mm": (">= 0", lambda v: v >= 0),
+        "stripped_probability": ("in [0, 1]", lambda v: 0 <= v <= 1),
     }
     for item in fields(config):
         value = getattr(config, item.name)

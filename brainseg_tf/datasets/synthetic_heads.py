@@ -6,7 +6,9 @@
 Rician noise). `T1_PRIORS` gives every generation label a T1-weighted intensity range (white matter
 about 1; fat bright; cortical bone, air and fast-flowing blood dark; marrow and muscle in between, as
 on an MPRAGE or spoiled-gradient-echo T1), from which a share of the samples draws its contrast; the
-rest get contrasts unrelated to T1 (`SynthesisConfig.prior_probability`).
+rest get contrasts unrelated to T1 (`SynthesisConfig.prior_probability`). A share of the heads
+(`HeadConfig.stripped_probability`) is imaged as if already skull-stripped: every label farther than a
+random margin from the brain becomes air, as a researcher's stripped scan arrives.
 
 Geometry: RAS+ grids, arrays indexed (i, j, k); the image and the label map share the head's grid,
 so `head_to_tissue` and `head_brain_mask` of the labels are the training targets voxel for voxel.
@@ -15,8 +17,9 @@ so `head_to_tissue` and `head_brain_mask` of the labels are the training targets
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
-from brainseg_tf.config import GeneratorConfig
+from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.data.synthesis import IntensityPrior, synthesize_image
 from brainseg_tf.datasets import heads
 from brainseg_tf.io import Image, LabelMap
@@ -61,8 +64,8 @@ def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: G
 
     Args:
         brain: ``TISSUE`` label map on an isotropic RAS+ grid (see `heads.build_head`).
-        rng: the subject's generator: the head first, then its image (two children, so changing one
-            recipe does not shift the other's draws).
+        rng: the subject's generator: the head first, then its image, then whether it is stripped
+            (three children, so changing one recipe does not shift the others' draws).
         config: ``config.heads`` shapes the head, ``config.synthesis`` its image.
 
     Returns:
@@ -72,8 +75,21 @@ def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: G
         ValueError: a brain `build_head` refuses.
         ConfigError: a setting out of range.
     """
-    head_rng, image_rng = rng.spawn(2)
+    head_rng, image_rng, strip_rng = rng.spawn(3)  # the first two are what spawn(2) gave before stripping existed
     labels = heads.build_head(brain, head_rng, config.heads)
+    labels = maybe_stripped(labels, strip_rng, config.heads)
     voxel_size = tuple(float(s) for s in labels.voxel_size)
     image = synthesize_image(np.asarray(labels.array), voxel_size, T1_PRIORS, image_rng, config.synthesis)  # type: ignore[arg-type]
     return Image(image, labels.affine), labels
+
+
+def maybe_stripped(labels: LabelMap, rng: np.random.Generator, config: HeadConfig) -> LabelMap:
+    """With probability ``config.stripped_probability``, the head skull-stripped: every label farther than a
+    margin drawn from ``config.stripped_margin_mm`` from the brain (`heads.BRAIN_LABELS`) becomes air."""
+    if config.stripped_probability <= 0 or rng.random() >= config.stripped_probability:
+        return labels
+    margin = float(rng.uniform(*config.stripped_margin_mm))
+    brain = heads.head_brain_mask(np.asarray(labels.array))
+    spacing = tuple(float(s) for s in labels.voxel_size)
+    kept = ndimage.distance_transform_edt(~brain, sampling=spacing) <= margin
+    return labels.with_array(np.where(kept, labels.array, heads.AIR).astype(np.asarray(labels.array).dtype))

@@ -211,6 +211,7 @@ class QcConfig:
     min_brain_over_shell: float = 0.0  # (median brain - median shell outside it) / brain's 5-95 % spread; T1 > 0
     min_white_over_gray: float = 0.0  # (median white - median gray matter) / the same spread; T1 > 0
     shell_mm: tuple[float, float] = (1.0, 5.0)  # the shell: this far outside the brain mask
+    accept_named_contrast: bool = False  # a DICOM series described as T2/FLAIR/DWI/...: segment it without the flag
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ def _run_series(
         segmentation = segmenter.segment(loaded.image, largest_component, with_scores=options.probabilities)
     except ImageError as error:
         raise SeriesError(series.key, str(error)) from None
-    if series.contrast_warning and segmentation.qc is not None:
+    if series.contrast_warning and segmentation.qc is not None and not segmenter.settings.qc.accept_named_contrast:
         flagged = segmentation.qc.with_reason(QcReason(CONTRAST_WARNING_CODE, series.contrast_warning))
         segmentation = dataclasses.replace(segmentation, qc=flagged)
     outputs = write_outputs(loaded.image, segmentation, job.output_paths(options), model)

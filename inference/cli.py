@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from brainseg_tf.config import InferenceConfig
+from brainseg_tf.config import InferenceConfig, QcConfig
 from brainseg_tf.errors import BrainsegError, BundleError
 from brainseg_tf.io import SUPPORTED_SUFFIXES
 from brainseg_tf.runtime import import_tensorflow_quietly, prefer_onednn, use_cpu_budget
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-dicom", dest="dicom", action="store_false", help="do not look for DICOM series in folder inputs")
     parser.add_argument("--dicom-seg", action="store_true",
                         help="also write a DICOM SEG (<series>_seg.dcm) of each DICOM series' labels, referencing the series")
+    parser.add_argument("--accept-named-contrast", action="store_true",
+                        help="do not flag a DICOM series whose description names another contrast (T2, FLAIR, DWI, ...)")
     parser.add_argument("--largest-component", action="store_true", help="keep only the largest connected component of each class")
     parser.add_argument("--batch-size", type=int, default=InferenceConfig.batch_size, help="slices per prediction batch (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         planned_outputs(jobs, options)
         import_tensorflow_quietly()
         use_cpu_budget(args.threads)
-        segmenter = Segmenter.from_bundle(args.model, InferenceConfig(batch_size=args.batch_size))
+        qc = QcConfig(accept_named_contrast=args.accept_named_contrast)
+        segmenter = Segmenter.from_bundle(args.model, InferenceConfig(batch_size=args.batch_size, qc=qc))
     except (BrainsegError, ValueError) as error:
         logger.error("%s", " ".join(str(error).split()))
         return 1

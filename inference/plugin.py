@@ -26,6 +26,7 @@ from pathlib import Path
 
 from chris_plugin import PathMapper
 
+from brainseg_tf.config import InferenceConfig, QcConfig
 from brainseg_tf.errors import BundleError
 from brainseg_tf.io import SUPPORTED_SUFFIXES
 from brainseg_tf.runtime import import_tensorflow_quietly, prefer_onednn, use_cpu_budget
@@ -84,6 +85,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                         help="do not look for DICOM series (any file starting with a DICOM preamble, grouped by series)")
     parser.add_argument("--dicom-seg", action="store_true", default=False,
                         help="also write a DICOM SEG of each DICOM series' labels, referencing the series (for PACS)")
+    parser.add_argument("--accept-named-contrast", action="store_true", default=False,
+                        help="do not flag a DICOM series whose description names another contrast (T2, FLAIR, DWI, ...)")
     parser.add_argument("--largest-component", action="store_true", default=False,
                         help="keep only the largest connected component of each structure")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for TensorFlow; 0 uses every core the job may use")
@@ -151,7 +154,8 @@ def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bun
     try:
         import_tensorflow_quietly()
         use_cpu_budget(options.threads)
-        segmenter = Segmenter.from_bundle(bundle)
+        settings = InferenceConfig(qc=QcConfig(accept_named_contrast=options.accept_named_contrast))
+        segmenter = Segmenter.from_bundle(bundle, settings)
         output_options = OutputOptions(options.format, options.qc, options.probabilities)
     except ValueError as error:  # BundleError included: the image is broken, not the input
         return _fail([" ".join(str(error).split())])

@@ -27,7 +27,7 @@ PATIENT_MARKERS = ("Synthetic", "SYNTHETIC-0001", "SYNTH0001", "Doe^John", "MRN1
 PACS_FOLDER = Path("pacs") / "Doe^John-MRN12345" / "brain study"
 
 
-def stand_in_segmenter():
+def stand_in_segmenter(settings=None):
     """A segmenter whose 'network' bins the normalised centre slice into the four tissue classes: fast and deterministic."""
     from brainseg_tf.preprocessing import InputSpec, Preprocessing, SliceReader
     from inference.heads import Network, SoftmaxHead
@@ -40,7 +40,8 @@ def stand_in_segmenter():
         return (np.eye(4, dtype=np.float32)[classes] * 0.9 + 0.025).astype(np.float32)
 
     network = Network(predict, SliceInferer(SliceSpec(2, 1, 8, 4), batch_size=4, workers=1), ROOT / "stand-in")
-    return Segmenter(SoftmaxHead((network,), workers=1), TISSUE, InputSpec(Preprocessing(1.0, 0.5, 99.5), SliceReader(2, 1), 8))
+    spec = InputSpec(Preprocessing(1.0, 0.5, 99.5), SliceReader(2, 1), 8)
+    return Segmenter(SoftmaxHead((network,), workers=1), TISSUE, spec, *([settings] if settings is not None else []))
 
 
 @pytest.fixture
@@ -49,8 +50,8 @@ def stand_in(monkeypatch: pytest.MonkeyPatch):
     import inference.segmenter as segmenter_module
 
     segmenter = stand_in_segmenter()
-    monkeypatch.setattr(cli.Segmenter, "from_bundle", classmethod(lambda cls, path, settings=None: segmenter))
-    monkeypatch.setattr(segmenter_module.Segmenter, "from_bundle", classmethod(lambda cls, path, settings=None: segmenter))
+    monkeypatch.setattr(cli.Segmenter, "from_bundle", classmethod(lambda cls, path, settings=None: stand_in_segmenter(settings)))
+    monkeypatch.setattr(segmenter_module.Segmenter, "from_bundle", classmethod(lambda cls, path, settings=None: stand_in_segmenter(settings)))
     return segmenter
 
 
@@ -108,6 +109,21 @@ def test_the_cli_segments_a_nested_dicom_tree_among_nifti_files_like_the_nifti_r
     assert key in log and "FLAIR contrast" in log
     _assert_no_identifiers([log], tmp_path / "out")
     assert pydicom.dcmread(out_t1 / f"{stem}_seg.dcm").PatientID == "SYNTHETIC-0001"  # identifiers in the DICOM output only
+
+
+@pytest.mark.parametrize("accept", [False, True])
+def test_a_series_described_as_another_contrast_is_flagged_unless_accepted(stand_in, tmp_path: Path, accept: bool) -> None:
+    from inference.cli import main
+
+    _tree(tmp_path / "in")
+    [flair] = [s for s in find_series(tmp_path / "in") if s.number == 4]
+    argv = [str(tmp_path / "in"), "--model", "stand-in", "--output-dir", str(tmp_path / "out")] + ["--accept-named-contrast"] * accept
+    assert main(argv) == 0
+    qc = json.loads((tmp_path / "out" / PACS_FOLDER / "flair" / f"{flair.stem}_volumes.json").read_text())["qc"]
+    codes = [reason["code"] for reason in qc["reasons"]]
+    assert ("non_t1_contrast" in codes) is not accept
+    if not accept:
+        assert qc["status"] == "warn" and qc["score"] == 0.0
 
 
 def test_dicom_seg_is_written_only_on_request_and_dicom_discovery_can_be_turned_off(stand_in, tmp_path: Path) -> None:

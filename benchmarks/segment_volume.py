@@ -51,7 +51,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -236,13 +235,14 @@ def measure_family(name: str, bundle: str, image_path: str, settings: Settings) 
     _start_tensorflow(settings)
     from brainseg_tf.errors import ImageError
     from brainseg_tf.io import load_image
+    from brainseg_tf.runtime import peak_rss_bytes
 
     sizes = QUICK_MATMUL_SIZES if settings.quick else MATMUL_SIZES
     matmul_before = matmul_gflops(sizes)
     started = time.perf_counter()
     segmenter, probes = instrumented_segmenter(bundle, inference_settings(settings))
     load_seconds = time.perf_counter() - started
-    rss_after_load = _peak_rss_bytes()
+    rss_after_load = peak_rss_bytes()
     image = load_image(image_path)
     try:
         warm_up = _warm_up(segmenter, probes, image)
@@ -262,7 +262,7 @@ def measure_family(name: str, bundle: str, image_path: str, settings: Settings) 
         **warm_up,
         **runs,
         "rss_after_load_bytes": rss_after_load,
-        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss_bytes(),
         **_thread_settings(),
     }
 
@@ -432,18 +432,6 @@ def _thread_settings() -> dict[str, Any]:
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
     }
-
-
-def _peak_rss_bytes() -> int:
-    """This process's own peak resident set size: Linux's VmHWM, else ``ru_maxrss``.
-
-    Not ``ru_maxrss`` on Linux: a spawned process inherits there the resident size its parent had when it forked
-    (kept across the exec), so every measuring process would report at least the size of the process that built the images.
-    """
-    for line in _read_lines("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def _own_cpu_seconds() -> float:

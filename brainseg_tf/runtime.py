@@ -168,3 +168,21 @@ def use_cpu_budget(threads: int | None) -> int:
         return budget.cpus
     logger.info("TensorFlow threads: %d (%s)", budget.cpus, budget.source)
     return budget.cpus
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident set size: Linux's ``VmHWM``, else ``ru_maxrss``.
+
+    Not ``ru_maxrss`` on Linux: a spawned process keeps there the resident size its parent had when it
+    forked (preserved across the exec), so a measuring child would report at least its parent's size.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)

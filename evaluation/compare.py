@@ -10,7 +10,7 @@ of the training distribution). Every method segments the native image the way a 
   inverse (nearest).
 
 Each method runs in its own fresh process (multiprocessing "spawn"), so the peak resident memory it
-reports (``ru_maxrss``) is that method's alone, runtime included (TensorFlow for the networks).
+reports (``VmHWM``, `brainseg_tf.runtime.peak_rss_bytes`) is that method's alone, runtime included (TensorFlow for the networks).
 Scores (`brainseg_tf.scoring`) are computed on the native grid with the affine's voxel sizes.
 
 This package meets training only through the library and the bundle format: it imports `inference`
@@ -24,7 +24,6 @@ import logging
 import multiprocessing
 import os
 import platform
-import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from brainseg_tf.runtime import peak_rss_bytes
 from brainseg_tf.config import Config
 from brainseg_tf.errors import BrainsegError, ConfigError
 from brainseg_tf.io import Image, Volume, voxel_sizes
@@ -263,7 +263,7 @@ def _method_worker(method: Method, input_spec: InputSpec, images: dict[str, str]
         classes, seconds[case_id] = segment(image)
         labels[case_id] = os.path.join(folder, f"{case_id}.npy")
         np.save(labels[case_id], classes)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = peak_rss_bytes() // 1024  # KiB
     return {"seconds": seconds, "labels": labels, "import_seconds": imported - started, "load_seconds": loaded - imported, "peak_rss_kib": peak}
 
 

@@ -5,7 +5,7 @@ degraded variants, by seed), built once and written to a scratch folder (`write_
 bundle then runs in its own fresh process (multiprocessing "spawn", as `evaluation.compare` runs its
 methods), over the whole suite, through `inference.segmenter.Segmenter` exactly as a user runs it: the
 saved image is loaded (`load_image`) and segmented; an `ImageError` means the volume was refused, which
-counts as QC status ``fail``. So the peak resident memory (``ru_maxrss``) a family reports is its own,
+counts as QC status ``fail``. So the peak resident memory (``VmHWM``, `brainseg_tf.runtime.peak_rss_bytes`) a family reports is its own,
 TensorFlow included.
 
 Scores are computed on each case's own grid against its references (`brainseg_tf.scoring`, voxel sizes
@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import resource
 import tempfile
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brainseg_tf.runtime import peak_rss_bytes
 from brainseg_tf.config import Config
 from brainseg_tf.errors import BrainsegError, ImageError
 from brainseg_tf.io import load_image, load_label_map, voxel_sizes
@@ -269,7 +269,7 @@ def run_family(family: Family, images: dict[str, str], folder: str, factory: Seg
     return {
         "outcomes": outcomes, "import_seconds": imported - started, "load_seconds": loaded - imported,
         "brain_extractor": getattr(segmenter, "extractor", None) is not None,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # KiB on Linux
+        "peak_rss_kib": peak_rss_bytes() // 1024,
     }
 
 

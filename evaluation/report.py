@@ -100,7 +100,7 @@ def _cost_lines(results: dict[str, Any]) -> list[str]:
     note = (
         "Seconds per volume: from the loaded native image to its label map on the native grid (conform, normalise, "
         "predict or fit, map back), median over the test subjects; the first volume also pays for tracing. Peak RSS: "
-        "`ru_maxrss` of the fresh process that ran the method on every case, so it includes the Python and TensorFlow "
+        "`VmHWM` of the fresh process that ran the method on every case, so it includes the Python and TensorFlow "
         "(networks) or scikit-learn (baselines) runtime, not only the method's own arrays."
     )
     return ["### Cost", "", *_table(header, rows), "", note, ""]

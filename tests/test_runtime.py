@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from brainseg_tf.runtime import ONEDNN_VARIABLE, prefer_onednn
@@ -106,3 +107,16 @@ def test_the_budget_keeps_the_pools_of_a_tensorflow_already_started(monkeypatch)
     assert runtime.use_cpu_budget(0) == 2  # a default: kept quiet
     with pytest.raises(ValueError, match="before TensorFlow starts"):
         runtime.use_cpu_budget(4)  # asked for: refused loudly
+
+
+def test_peak_rss_is_the_processs_own_not_its_parents() -> None:
+    """A spawned child reports its own high-water mark, not the larger resident size of its parent (ru_maxrss would)."""
+    import multiprocessing
+
+    from brainseg_tf.runtime import peak_rss_bytes
+
+    ballast = np.ones(40_000_000, np.float64)  # 320 MB held by this (parent) process
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        child = pool.apply(peak_rss_bytes)
+    assert peak_rss_bytes() > ballast.nbytes
+    assert child < ballast.nbytes

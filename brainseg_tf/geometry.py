@@ -60,7 +60,9 @@ class ConformInverse:
         """
         return _same_grid(self.reoriented_grid, self.conformed_grid)
 
-    def __call__(self, volume: Volume | np.ndarray, interpolation: Interpolation | None = None) -> Volume:
+    def __call__(
+        self, volume: Volume | np.ndarray, interpolation: Interpolation | None = None, region: tuple[slice, slice, slice] | None = None
+    ) -> Volume:
         """Put a volume on the conformed grid (3D, or 4D channels-last) back onto the input grid.
 
         Args:
@@ -68,6 +70,9 @@ class ConformInverse:
                 with ``interpolation`` given.
             interpolation: ``nearest`` for label maps, ``linear`` for images and probabilities; only
                 for a bare array (or the same as the volume's kind).
+            region: only the input voxels within this box of the conformed grid (grown by one
+                conformed voxel) are resampled, the others are 0: for a volume that is 0 outside
+                it (e.g. a mask), the same result at the cost of the box alone.
 
         Returns:
             A volume of the same kind (an `Image` or `LabelMap` for a bare array) with exactly the
@@ -83,10 +88,32 @@ class ConformInverse:
             raise ValueError(
                 f"Expected an array on the conformed grid {self.conformed_grid.shape}. Received: shape={array.shape}"
             )
-        resampled = _resample(array, self.conformed_grid, self.reoriented_grid, interpolation)
+        if region is None:
+            resampled = _resample(array, self.conformed_grid, self.reoriented_grid, interpolation)
+        else:
+            resampled = self._resample_region(array, interpolation, region)
         back = nio.apply_orientation(resampled, _inverse_orientation(self.orientation))
         kind = Image if interpolation == "linear" else LabelMap
         return kind(np.ascontiguousarray(back), self.input_grid.affine.copy())
+
+
+    def _resample_region(self, array: np.ndarray, interpolation: Interpolation, region: tuple[slice, slice, slice]) -> np.ndarray:
+        """`_resample` onto the reoriented grid, computed only where ``region`` (conformed voxels) lands; 0 elsewhere."""
+        low = np.array([max(s.start or 0, 0) - 1 for s in region], float)
+        high = np.array([s.stop if s.stop is not None else n for s, n in zip(region, self.conformed_grid.shape)], float)
+        to_reoriented = np.linalg.solve(self.reoriented_grid.affine, self.conformed_grid.affine)  # conformed voxel -> reoriented voxel
+        corners = np.stack([to_reoriented[:3, :3] @ point + to_reoriented[:3, 3] for point in (low, high)])
+        shape = np.array(self.reoriented_grid.shape)
+        start = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, shape)
+        stop = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 1, 0, shape)
+        out = np.zeros((*self.reoriented_grid.shape, *array.shape[3:]), array.dtype if interpolation == "nearest" else np.float32)
+        if np.any(stop <= start):
+            return out
+        box_affine = self.reoriented_grid.affine.copy()
+        box_affine[:3, 3] = self.reoriented_grid.affine[:3, :3] @ start + self.reoriented_grid.affine[:3, 3]
+        box = Grid(tuple(int(n) for n in stop - start), box_affine)  # type: ignore[arg-type]
+        out[tuple(slice(a, b) for a, b in zip(start, stop))] = _resample(array, self.conformed_grid, box, interpolation)
+        return out
 
 
 def _inverse_orientation(orientation: np.ndarray) -> np.ndarray:

@@ -47,6 +47,9 @@ class BrainExtraction:
         direction_agreement: the lowest Dice between two directions' masks on the extractor's grid
             (1.0 with one direction); low when the directions disagree about where the brain is.
         components: connected components of the thresholded mean before the largest was kept.
+        grid_image: the image as the extractor saw it (RAS+, its voxel size, normalised), for cheap QC measures.
+        grid_mask: the kept component (filled) on that grid.
+        grid_voxel_mm: that grid's voxel edge.
     """
 
     probability: Image
@@ -54,6 +57,9 @@ class BrainExtraction:
     shown: LabelMap
     direction_agreement: float
     components: int
+    grid_image: np.ndarray
+    grid_mask: np.ndarray
+    grid_voxel_mm: float
 
     @property
     def volume_ml(self) -> float:
@@ -106,16 +112,21 @@ class BrainExtractor:
         directions = [network.scores(prepared.array)[..., 0] for network in self.networks]
         mean = np.mean(directions, axis=0, dtype=np.float32)
         kept, components = largest_filled_component(mean > BRAIN_THRESHOLD)
-        cleaned = np.where(kept, np.maximum(mean, np.float32(BRAIN_THRESHOLD + 1e-3)), np.minimum(mean, np.float32(BRAIN_THRESHOLD)))
-        probability = prepared.inverse(np.clip(cleaned, 0.0, 1.0), "linear")
-        mask = (probability.array > BRAIN_THRESHOLD).astype(np.uint8)
-        probability = Image(np.where(mask > 0, probability.array, 0.0).astype(np.float32), image.affine)
         shown = grown(kept, self.margin_mm / self.input_spec.voxel_size)
-        shown_back = prepared.inverse(shown.astype(np.float32), "linear").array > 0.5
+        # Kept voxels above the threshold, the rest at or below it: thresholding after the linear resampling
+        # gives the component's outline. Outside the shown box everything is "not brain", so only that box
+        # of the input grid is resampled (a brain is a fraction of a full head's field of view).
+        cleaned = np.where(kept, np.maximum(mean, BRAIN_THRESHOLD + 1e-3), np.minimum(mean, BRAIN_THRESHOLD)).clip(0.0, 1.0)
+        back = prepared.inverse(np.stack([cleaned, shown], axis=-1).astype(np.float32), "linear", region=bounding_box(shown)).array
+        mask = back[..., 0] > BRAIN_THRESHOLD
+        probability = Image(np.where(mask, back[..., 0], 0.0).astype(np.float32), image.affine)
+        shown_back = (back[..., 1] > 0.5) | mask
         agreement = direction_agreement([d > BRAIN_THRESHOLD for d in directions])
         logger.debug("brain extraction: %d component(s), direction agreement %.3f", components, agreement)
-        return BrainExtraction(probability, LabelMap(mask, image.affine), LabelMap((shown_back | (mask > 0)).astype(np.uint8), image.affine),
-                               agreement, components)
+        return BrainExtraction(
+            probability, LabelMap(mask.astype(np.uint8), image.affine), LabelMap(shown_back.astype(np.uint8), image.affine),
+            agreement, components, prepared.array, kept, float(self.input_spec.voxel_size),
+        )
 
 
 def largest_filled_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -126,6 +137,13 @@ def largest_filled_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
     return ndimage.binary_fill_holes(labelled == int(np.argmax(sizes))), int(count)
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
+    """The smallest box holding every True voxel of a 3D mask (empty slices for an empty mask)."""
+    if not mask.any():
+        return (slice(0, 0), slice(0, 0), slice(0, 0))
+    return ndimage.find_objects(mask.astype(np.uint8))[0]  # type: ignore[return-value]
 
 
 def grown(mask: np.ndarray, voxels: float) -> np.ndarray:

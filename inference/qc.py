@@ -92,7 +92,7 @@ class QcVerdict:
 
 
 def qc_measures(image: Volume, brain: np.ndarray, labels: np.ndarray, voxel_ml: float,
-                direction_agreement: float | None, shell: np.ndarray | None) -> dict[str, float]:
+                direction_agreement: float | None, over_shell: float | None) -> dict[str, float]:
     """The measures of the module docstring; each needs its region to hold at least `MIN_VOXELS` voxels.
 
     Args:
@@ -101,7 +101,7 @@ def qc_measures(image: Volume, brain: np.ndarray, labels: np.ndarray, voxel_ml: 
         labels: tissue class indices on the image's grid (1 CSF, 2 gray matter, 3 white matter).
         voxel_ml: one voxel's volume, mL.
         direction_agreement: from the brain extraction; None without one.
-        shell: boolean shell just outside the brain; None without a brain extraction.
+        over_shell: `brain_over_shell` of the brain extraction's own grid; None without one.
     """
     values = np.asarray(image.array, dtype=np.float32)
     measures = {"brain_volume_ml": float(np.count_nonzero(brain)) * voxel_ml}
@@ -113,8 +113,8 @@ def qc_measures(image: Volume, brain: np.ndarray, labels: np.ndarray, voxel_ml: 
     low, high = np.percentile(inside, [5.0, 95.0])
     spread = float(high - low) or 1.0
     measures["structure"] = neighbour_correlation(values, brain)
-    if shell is not None and np.count_nonzero(shell) >= MIN_VOXELS:
-        measures["brain_over_shell"] = float(np.median(inside) - np.median(values[shell])) / spread
+    if over_shell is not None:
+        measures["brain_over_shell"] = over_shell
     white, gray = labels == 3, labels == 2
     if np.count_nonzero(white) >= MIN_VOXELS and np.count_nonzero(gray) >= MIN_VOXELS:
         measures["white_over_gray"] = float(np.median(values[white]) - np.median(values[gray])) / spread
@@ -173,6 +173,17 @@ def neighbour_correlation(values: np.ndarray, region: np.ndarray) -> float:
     return float(np.mean(correlations)) if correlations else 1.0
 
 
+def brain_over_shell(values: np.ndarray, brain: np.ndarray, voxel_mm: float, shell_mm: tuple[float, float]) -> float | None:
+    """(median brain - median shell) / the brain's 5-95 % spread, the shell ``shell_mm`` outside the brain;
+    None when the brain or the shell holds fewer than `MIN_VOXELS` voxels."""
+    shell = outer_shell(brain, (voxel_mm,) * 3, *shell_mm)  # type: ignore[arg-type]
+    if np.count_nonzero(brain) < MIN_VOXELS or np.count_nonzero(shell) < MIN_VOXELS:
+        return None
+    inside = values[brain]
+    low, high = np.percentile(inside, [5.0, 95.0])
+    return float(np.median(inside) - np.median(values[shell])) / (float(high - low) or 1.0)
+
+
 def outer_shell(mask: np.ndarray, voxel_sizes: tuple[float, float, float], inner_mm: float, outer_mm: float) -> np.ndarray:
     """Voxels between ``inner_mm`` (exclusive) and ``outer_mm`` (inclusive) outside a mask, by Euclidean distance in mm."""
     if not mask.any():
@@ -196,15 +207,15 @@ def _ramp(value: float, limit: float, ideal: float) -> float:
 def assess(image: Volume, labels: Volume, brain: BrainExtraction | None, limits: QcConfig) -> QcVerdict:
     """The QC verdict of one segmented image (all volumes on the image's grid).
 
-    With a brain extraction, the brain is its mask and the shell lies ``limits.shell_mm`` outside it;
-    without one, the brain is the labelled voxels and the shell checks do not run.
+    With a brain extraction, the brain is its mask, and the shell lies ``limits.shell_mm`` outside the
+    extractor's mask on the extractor's own (coarse, cheap) grid; without one, the brain is the labelled
+    voxels and the shell check does not run.
     """
-    voxel_sizes = tuple(float(s) for s in np.sqrt((np.asarray(image.affine)[:3, :3] ** 2).sum(axis=0)))
     voxel_ml = float(abs(np.linalg.det(np.asarray(image.affine)[:3, :3]))) / 1000.0
     if brain is None:
-        mask, shell, agreement = np.asarray(labels.array) > 0, None, None
+        mask, over_shell, agreement = np.asarray(labels.array) > 0, None, None
     else:
         mask = brain.mask.array > 0
-        shell = outer_shell(mask, voxel_sizes, *limits.shell_mm)  # type: ignore[arg-type]
+        over_shell = brain_over_shell(brain.grid_image, brain.grid_mask, brain.grid_voxel_mm, limits.shell_mm)
         agreement = brain.direction_agreement
-    return qc_verdict(qc_measures(image, mask, np.asarray(labels.array), voxel_ml, agreement, shell), limits, extracted=brain is not None)
+    return qc_verdict(qc_measures(image, mask, np.asarray(labels.array), voxel_ml, agreement, over_shell), limits, extracted=brain is not None)

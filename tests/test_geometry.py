@@ -243,3 +243,20 @@ def test_inverse_refuses_arrays_off_the_conformed_grid() -> None:
         inverse(np.zeros(SHAPE[::-1] + (1,), dtype=np.float32), "linear")
     with pytest.raises(ValueError, match="interpolation"):
         inverse(conformed.array, interpolation="spline")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+@pytest.mark.parametrize("interpolation", ["linear", "nearest"])
+def test_inverse_within_a_region_equals_the_whole_inverse_for_a_volume_zero_outside_it(name: str, interpolation: str) -> None:
+    affine = AFFINES[name].copy()
+    affine[:3, :3] = affine[:3, :3] * np.array([1.3, 0.9, 1.1])  # anisotropic: conform resamples
+    _, inverse = conform(Image(np.zeros((30, 26, 22), np.float32), affine), 2.0)
+    region = (slice(4, 11), slice(3, 9), slice(5, 12))
+    values = np.zeros(inverse.conformed_grid.shape, np.float32)
+    values[region] = np.random.default_rng(0).random(values[region].shape, dtype=np.float32) + 0.5
+    whole = inverse(values, interpolation).array
+    within = inverse(values, interpolation, region=region).array
+    assert whole.shape == within.shape and np.count_nonzero(whole) > 0
+    np.testing.assert_allclose(within, whole, atol=1e-5)
+    empty = inverse(np.zeros_like(values), interpolation, region=(slice(0, 0), slice(0, 0), slice(0, 0))).array
+    assert not empty.any()

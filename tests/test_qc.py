@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from brainseg_tf.config import QcConfig
 from brainseg_tf.io import Image, LabelMap
-from inference.qc import QcVerdict, assess, neighbour_correlation, outer_shell, qc_measures, qc_verdict
+from inference.qc import QcVerdict, assess, brain_over_shell, neighbour_correlation, outer_shell, qc_measures, qc_verdict
 
 LIMITS = QcConfig()
 GOOD = {"brain_volume_ml": 1200.0, "direction_agreement": 0.95, "structure": 0.9, "brain_over_shell": 0.6, "white_over_gray": 0.4}
@@ -113,9 +113,19 @@ def _phantom(contrast: str) -> tuple[Image, LabelMap, np.ndarray]:
 def test_measures_see_a_t1_and_its_inversion() -> None:
     for contrast, sign in (("t1", 1), ("inverted", -1)):
         image, labels, brain = _phantom(contrast)
-        shell = outer_shell(brain, (2.0, 2.0, 2.0), 1.0, 5.0)
-        measures = qc_measures(image, brain, labels.array, 0.008, 0.9, shell)
+        over_shell = brain_over_shell(image.array, brain, 2.0, (1.0, 5.0))
+        measures = qc_measures(image, brain, labels.array, 0.008, 0.9, over_shell)
         assert measures["brain_volume_ml"] == pytest.approx(brain.sum() * 0.008)
         assert np.sign(measures["brain_over_shell"]) == sign and np.sign(measures["white_over_gray"]) == sign
         assert measures["structure"] > 0.5
     assert assess(*_phantom("t1")[:2], None, LIMITS).reasons[0].code == "brain_volume"  # a 7 mL ball is no brain
+
+
+def test_brain_over_shell_needs_both_regions() -> None:
+    brain = np.zeros((12, 12, 12), bool)
+    assert brain_over_shell(np.ones(brain.shape, np.float32), brain, 2.0, (1.0, 5.0)) is None  # no brain
+    brain[2:10, 2:10, 2:10] = True
+    values = np.where(brain, 1.0, 0.2).astype(np.float32)
+    assert brain_over_shell(values, brain, 2.0, (1.0, 5.0)) > 0  # brighter brain, shell inside the grid
+    brain[:] = True
+    assert brain_over_shell(values, brain, 2.0, (1.0, 5.0)) is None  # no room for a shell

@@ -202,13 +202,17 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class QcConfig:
-    """Limits of the input QC (`inference.qc`): a check flags a volume at or beyond its limit."""
+    """Limits of the input QC (`inference.qc`): a check flags a volume at or beyond its limit.
+
+    Calibrated on one synthetic full head (realistic-heads suite, seed 1) and its 16 variants with a
+    candidate brain extractor attached (docs/real-heads.md, section 3).
+    """
 
     min_brain_ml: float = 100.0  # less brain than this: "no brain found", the volume is refused
     plausible_brain_ml: tuple[float, float] = (300.0, 2600.0)  # brain mask volume, a newborn's to a large adult's
-    min_direction_agreement: float = 0.75  # lowest Dice between the extractor's slice directions
+    min_direction_agreement: float = 0.5  # lowest Dice between the extractor's slice directions (docs/real-heads.md, 3)
     min_structure: float = 0.3  # neighbour-voxel correlation inside the brain (noise: about 0)
-    min_brain_over_shell: float = 0.0  # (median brain - median shell outside it) / brain's 5-95 % spread; T1 > 0
+    min_brain_over_shell: float = 0.1  # (median brain - median shell outside it) / brain's 5-95 % spread; T1 > 0
     min_white_over_gray: float = 0.0  # (median white - median gray matter) / the same spread; T1 > 0
     shell_mm: tuple[float, float] = (1.0, 5.0)  # the shell: this far outside the brain mask
     accept_named_contrast: bool = False  # a DICOM series described as T2/FLAIR/DWI/...: segment it without the flag

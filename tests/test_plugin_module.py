@@ -101,7 +101,7 @@ class _FailingModel:
     family = "multiclass"
 
     @classmethod
-    def from_bundle(cls, path: Path) -> _FailingModel:
+    def from_bundle(cls, path: Path, settings: object = None) -> _FailingModel:
         return cls()
 
     def segment_file(self, *args: object, **kwargs: object) -> None:

@@ -18,6 +18,7 @@ from brainseg_tf.errors import BrainsegError
 
 if TYPE_CHECKING:
     from evaluation.heads_compare import HeadsOptions
+    from evaluation.peers import PeersOptions
 
 logger = logging.getLogger("evaluation")
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--chart", type=Path, default=Path("docs/comparison.png"), metavar="FILE", help="PNG chart (default: %(default)s)")
     compare.add_argument("--output-dir", type=Path, default=Path("outputs/compare"), metavar="DIR", help="raw results.json goes here (default: %(default)s)")
     _add_heads_parser(commands)
+    _add_peers_parser(commands)
     return parser
 
 
@@ -126,7 +128,58 @@ def compare_heads(args: argparse.Namespace, config: Config) -> None:
         run_heads_comparison(config, options, progress=bars)
 
 
+def _add_peers_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``peers`` subcommand: PyPI brain extractors and classical tissue pipelines beside both families (`make peers`)."""
+    peers = commands.add_parser("peers", help="peer brain extractors and classical tissue pipelines beside both families, on realistic heads")
+    peers.add_argument("--config", type=Path, help="YAML file overriding the defaults in brainseg_tf/config.py (where the test brains come from)")
+    peers.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one config value (repeatable)")
+    peers.add_argument("--quick", action="store_true", help="the quick config (small embedded dataset)")
+    peers.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    peers.add_argument("--multiclass", type=Path, default=Path("models/tissue-multiclass"), metavar="DIR", help="multi-class bundle (default: %(default)s)")
+    peers.add_argument("--ensemble", type=Path, default=Path("models/tissue-ensemble"), metavar="DIR", help="ensemble bundle (default: %(default)s)")
+    peers.add_argument("--heads", type=int, default=2, metavar="N", help="base heads (default: %(default)s)")
+    peers.add_argument("--variants", default="as-is", metavar="A,B,...", help="comma-separated variants of evaluation.head_variants.VARIANTS (default: %(default)s)")
+    peers.add_argument("--seed", type=int, default=0, help="the suite's seed (default: %(default)s)")
+    peers.add_argument("--extractors", default="deepbet,hd-bet,robex", metavar="A,B,...", help="peer brain extractors (default: %(default)s)")
+    peers.add_argument("--tissue", default="atropos,gmm", metavar="A,B,...", help="tissue methods on each peer's mask (default: %(default)s)")
+    peers.add_argument("--venv", type=Path, default=Path("outputs/peers/venv"), metavar="DIR",
+                       help="the peers' own venv, created from peers/requirements.txt when missing or stale (default: %(default)s)")
+    peers.add_argument("--no-install", dest="install", action="store_false", help="use the peers' venv as it is; never create or update it")
+    peers.add_argument("--doc", type=Path, default=Path("docs/comparison.md"), metavar="FILE",
+                       help="Markdown page whose peers section (between the peers markers) is rewritten (default: %(default)s)")
+    peers.add_argument("--output-dir", type=Path, default=Path("outputs/peers"), metavar="DIR", help="results.json and peers.json go here (default: %(default)s)")
+
+
+def peers_options(args: argparse.Namespace) -> PeersOptions:
+    """The `PeersOptions` a parsed ``peers`` command line asks for.
+
+    Raises:
+        BrainsegError: bad ``--heads``, ``--seed``, ``--variants``, ``--extractors`` or ``--tissue``.
+    """
+    from evaluation.heads_compare import parse_variants
+    from evaluation.peers import EXTRACTORS, TISSUE_METHODS, PeersOptions, check_peers_options, parse_names
+
+    options = PeersOptions(
+        multiclass=args.multiclass, ensemble=args.ensemble, n_heads=args.heads, variants=parse_variants(args.variants), seed=args.seed,
+        extractors=parse_names(args.extractors, EXTRACTORS, "--extractors"), tissue=parse_names(args.tissue, TISSUE_METHODS, "--tissue"),
+        venv=args.venv, install=args.install, doc=args.doc, output_dir=args.output_dir,
+        command=shlex.join(["python", "-m", "evaluation", *sys.argv[1:]]),
+    )
+    check_peers_options(options)
+    return options
+
+
+def peers(args: argparse.Namespace, config: Config) -> None:
+    """Both families and the peers on the realistic-heads cases; write the page's peers section and the JSON."""
+    from evaluation.peers import run_peers_comparison
+
+    options = peers_options(args)
+    with contextlib.closing(StageBars()) as bars, (logging_redirect_tqdm() if bars.enabled else contextlib.nullcontext()):
+        run_peers_comparison(config, options, progress=bars)
+
+
 COMMANDS = {"compare": compare, "compare-heads": compare_heads}
+COMMANDS["peers"] = peers
 """TensorFlow is not imported here up front: compare segments in fresh worker processes, whose peak memory
 would otherwise start from this process's."""
 

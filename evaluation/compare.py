@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import platform
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -43,7 +41,7 @@ from brainseg_tf.io import Image, Volume, voxel_sizes
 from brainseg_tf.labels import TISSUE
 from brainseg_tf.preprocessing import InputSpec
 from brainseg_tf.scoring import class_volume, dice_scores, hausdorff95, volume_difference
-from evaluation.report import TEMPLATE_CASE, finite_or_none, relative_link, render_tables, save_chart, update_doc, write_text
+from evaluation.report import TEMPLATE_CASE, call_in_fresh_process, finite_or_none, relative_link, render_tables, save_chart, update_doc, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -232,8 +230,7 @@ def run_in_fresh_process(method: Method, input_spec: InputSpec, cases: list[Case
     folder.mkdir(parents=True)
     logger.info("%s: segmenting %d case(s) in a fresh process", method.name, len(cases))
     images = {c.case_id: str(c.image_file) for c in cases}
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        run = pool.submit(_method_worker, method, input_spec, images, str(folder)).result()
+    run = call_in_fresh_process(_method_worker, method, input_spec, images, str(folder))
     logger.info("%s: median %.1f s per volume, peak RSS %.0f MiB", method.name, np.median(list(run["seconds"].values())), run["peak_rss_kib"] / 1024)
     return run
 

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,7 +40,7 @@ from brainseg_tf.errors import BrainsegError, ImageError
 from brainseg_tf.io import load_image, load_label_map, voxel_sizes
 from brainseg_tf.labels import TISSUE
 from brainseg_tf.scoring import dice_scores, hausdorff95
-from evaluation.report import finite_or_none, update_doc, write_text
+from evaluation.report import call_in_fresh_process, finite_or_none, update_doc, write_text
 
 if TYPE_CHECKING:
     from evaluation.head_variants import HeadCase
@@ -233,8 +231,7 @@ def write_cases(cases: Iterable[HeadCase], folder: Path, progress: Progress | No
 def run_in_fresh_process(family: Family, images: dict[str, str], folder: Path, factory: SegmenterFactory | None = None) -> dict[str, Any]:
     """`run_family` in a new spawned process, so its peak RSS is the family's alone; ``factory`` must pickle."""
     logger.info("%s: segmenting %d case(s) in a fresh process", family.name, len(images))
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        run = pool.submit(run_family, family, images, str(folder), factory).result()
+    run = call_in_fresh_process(run_family, family, images, str(folder), factory)
     logger.info("%s: peak RSS %.0f MiB, brain extraction %s", family.name, run["peak_rss_kib"] / 1024, "on" if run["brain_extractor"] else "off")
     return run
 

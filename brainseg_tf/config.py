@@ -62,7 +62,7 @@ class HeadConfig:
     shape_warp: float = 0.12  # relative amplitude of the smooth field warping each part's surface, in [0, 0.4]
     neck_pitch_deg: float = 12.0  # largest random flexion (+) or extension (-) of the neck below the skull
     neck_length_mm: float = 30.0  # neck kept below the chin (adult mm, scaled with the brain)
-    stripped_probability: float = 0.0  # share of heads imaged already skull-stripped (everything beyond a margin is air)
+    stripped_probability: float = 0.0  # share of heads arriving skull-stripped (imaged whole, then exactly 0 beyond a margin of the brain)
     stripped_margin_mm: tuple[float, float] = (0.0, 4.0)  # how far beyond the brain a stripped head keeps its tissue
 
 

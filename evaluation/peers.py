@@ -201,7 +201,7 @@ def run_peers_in_venv(python: Path, cases: Path, output: Path, options: PeersOpt
         BrainsegError: the run exits with an error.
     """
     command = [str(python), "-m", "peers.run_peers", "run", "--cases", str(cases), "--output", str(output.resolve()),
-               "--extractors", ",".join(options.extractors), "--tissue", ",".join(options.tissue)]
+               "--extractors", ",".join(options.extractors), "--tissue", ",".join(options.tissue) or "none"]
     logger.info("peers: %s", " ".join(command))
     if subprocess.run(command, cwd=ROOT, check=False).returncode != 0:
         raise BrainsegError(f"Expected the peers' run to succeed. Received: `{' '.join(command)}` failed (see its log above)")

@@ -1,6 +1,6 @@
 """Peer brain extractors and classical tissue pipelines on a folder of cases; runs in the peers' own venv.
 
-    python -m peers.run_peers run --cases DIR --output results.json [--extractors deepbet,hd-bet,robex] [--tissue atropos,gmm]
+    python -m peers.run_peers run --cases DIR --output results.json [--extractors deepbet,hd-bet,robex] [--tissue atropos,gmm|none]
 
 A case is ``<name>_image.nii.gz`` with its references ``<name>_tissue.nii.gz`` (0 background, 1 CSF, 2 gray,
 3 white matter) and ``<name>_brain.nii.gz`` (0/1), all on one grid, as `evaluation.head_variants.write_case`
@@ -306,7 +306,8 @@ _run = _commands.add_parser("run", help="every pipeline on every case; write the
 _run.add_argument("--cases", type=Path, required=True, help="folder of <name>_{image,tissue,brain}.nii.gz")
 _run.add_argument("--output", type=Path, required=True, help="results JSON")
 _run.add_argument("--extractors", type=lambda t: _names(t, EXTRACTORS, "--extractors"), default=list(EXTRACTORS), help="default: all")
-_run.add_argument("--tissue", type=lambda t: _names(t, TISSUE_METHODS, "--tissue"), default=list(TISSUE_METHODS), help="default: all")
+_run.add_argument("--tissue", type=lambda t: [] if t == "none" else _names(t, TISSUE_METHODS, "--tissue"), default=list(TISSUE_METHODS),
+                  help="default: all; none: the extractors alone")
 _run.add_argument("--work", type=Path, help="keep masks and labels here (default: a temporary folder)")
 _extract = _commands.add_parser("extract", help="one extractor on one image (a child call)")
 _extract.add_argument("name", choices=list(EXTRACTORS))

@@ -12,7 +12,7 @@ import pytest
 from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.errors import ConfigError
 from brainseg_tf.datasets import heads
-from brainseg_tf.datasets.synthetic_heads import T1_PRIORS, maybe_stripped, synthesize_head_subject
+from brainseg_tf.datasets.synthetic_heads import T1_PRIORS, stripped_region, synthesize_head_subject
 from brainseg_tf.io import Image, LabelMap
 
 
@@ -59,21 +59,25 @@ def _shelled_brain() -> LabelMap:
 
 def test_a_stripped_head_keeps_only_what_lies_within_its_margin_of_the_brain() -> None:
     head = _shelled_brain()
-    stripped = maybe_stripped(head, np.random.default_rng(0), HeadConfig(stripped_probability=1.0, stripped_margin_mm=(4.0, 4.0)))
-    fat = stripped.array == heads.SUBCUTANEOUS_FAT
-    assert np.array_equal(stripped.array == heads.WHITE_MATTER, head.array == heads.WHITE_MATTER)
-    assert fat[6:14, 6:14, 6:14].sum() == fat.sum() > 0  # within 4 mm = 2 voxels of the brain only
-    assert fat[6, 10, 10] and not fat[5, 10, 10]  # exactly 4 mm away is kept, 6 mm is air
-    assert np.array_equal(maybe_stripped(head, np.random.default_rng(0), HeadConfig()).array, head.array)  # probability 0
+    kept = stripped_region(head, np.random.default_rng(0), HeadConfig(stripped_probability=1.0, stripped_margin_mm=(4.0, 4.0)))
+    assert kept is not None and np.all(kept[8:12, 8:12, 8:12])
+    assert kept[6:14, 6:14, 6:14].sum() == kept.sum()  # within 4 mm = 2 voxels of the brain only
+    assert kept[6, 10, 10] and not kept[5, 10, 10]  # exactly 4 mm away is kept, 6 mm is not
+    assert stripped_region(head, np.random.default_rng(0), HeadConfig()) is None  # probability 0
 
 
 def test_stripping_is_drawn_from_its_own_stream_and_checked() -> None:
     brain = synthetic_brain(4.0)
     config = GeneratorConfig()
     stripped_config = dataclasses.replace(config, heads=HeadConfig(stripped_probability=1.0, stripped_margin_mm=(0.0, 0.0)))
-    _, plain = synthesize_head_subject(brain, np.random.default_rng(3), config)
-    _, stripped = synthesize_head_subject(brain, np.random.default_rng(3), stripped_config)
-    assert plain.shape == stripped.shape and np.array_equal(heads.head_brain_mask(plain.array), heads.head_brain_mask(stripped.array))
-    assert np.all(stripped.array[~heads.head_brain_mask(stripped.array)] == heads.AIR)
+    plain_image, plain = synthesize_head_subject(brain, np.random.default_rng(3), config)
+    stripped_image, stripped = synthesize_head_subject(brain, np.random.default_rng(3), stripped_config)
+    brain_mask = heads.head_brain_mask(stripped.array)
+    assert plain.shape == stripped.shape and np.array_equal(heads.head_brain_mask(plain.array), brain_mask)
+    assert np.all(stripped.array[~brain_mask] == heads.AIR)
+    # The whole head is imaged, then cut as a stripping tool writes it: the brain's voxels are those of the
+    # unstripped image (same draws), everything else exactly 0, not noisy air.
+    assert np.array_equal(stripped_image.array[brain_mask], plain_image.array[brain_mask])
+    assert np.all(stripped_image.array[~brain_mask] == 0.0) and np.any(plain_image.array[~brain_mask] != 0.0)
     with pytest.raises(ConfigError, match="stripped_probability in \\[0, 1\\]"):
         heads.build_head(brain, np.random.default_rng(0), HeadConfig(stripped_probability=1.5))

@@ -7,8 +7,9 @@ Rician noise). `T1_PRIORS` gives every generation label a T1-weighted intensity 
 about 1; fat bright; cortical bone, air and fast-flowing blood dark; marrow and muscle in between, as
 on an MPRAGE or spoiled-gradient-echo T1), from which a share of the samples draws its contrast; the
 rest get contrasts unrelated to T1 (`SynthesisConfig.prior_probability`). A share of the heads
-(`HeadConfig.stripped_probability`) is imaged as if already skull-stripped: every label farther than a
-random margin from the brain becomes air, as a researcher's stripped scan arrives.
+(`HeadConfig.stripped_probability`) arrives already skull-stripped, as a stripping tool writes it: the
+whole head is imaged, then every voxel farther than a random margin from the brain is set to exactly 0
+(and its label to air). Exact zeros matter: a network that only ever saw noisy air fails on them.
 
 Geometry: RAS+ grids, arrays indexed (i, j, k); the image and the label map share the head's grid,
 so `head_to_tissue` and `head_brain_mask` of the labels are the training targets voxel for voxel.
@@ -77,19 +78,22 @@ def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: G
     """
     head_rng, image_rng, strip_rng = rng.spawn(3)  # the first two are what spawn(2) gave before stripping existed
     labels = heads.build_head(brain, head_rng, config.heads)
-    labels = maybe_stripped(labels, strip_rng, config.heads)
     voxel_size = tuple(float(s) for s in labels.voxel_size)
     image = synthesize_image(np.asarray(labels.array), voxel_size, T1_PRIORS, image_rng, config.synthesis)  # type: ignore[arg-type]
+    kept = stripped_region(labels, strip_rng, config.heads)
+    if kept is not None:
+        image = np.where(kept, image, 0.0).astype(image.dtype)
+        labels = labels.with_array(np.where(kept, labels.array, heads.AIR).astype(np.asarray(labels.array).dtype))
     return Image(image, labels.affine), labels
 
 
-def maybe_stripped(labels: LabelMap, rng: np.random.Generator, config: HeadConfig) -> LabelMap:
-    """With probability ``config.stripped_probability``, the head skull-stripped: every label farther than a
-    margin drawn from ``config.stripped_margin_mm`` from the brain (`heads.BRAIN_LABELS`) becomes air."""
+def stripped_region(labels: LabelMap, rng: np.random.Generator, config: HeadConfig) -> np.ndarray | None:
+    """With probability ``config.stripped_probability``, what a skull-stripping tool keeps of the head: every
+    voxel within a margin drawn from ``config.stripped_margin_mm`` of the brain (`heads.BRAIN_LABELS`);
+    None for a head left whole."""
     if config.stripped_probability <= 0 or rng.random() >= config.stripped_probability:
-        return labels
+        return None
     margin = float(rng.uniform(*config.stripped_margin_mm))
     brain = heads.head_brain_mask(np.asarray(labels.array))
     spacing = tuple(float(s) for s in labels.voxel_size)
-    kept = ndimage.distance_transform_edt(~brain, sampling=spacing) <= margin
-    return labels.with_array(np.where(kept, labels.array, heads.AIR).astype(np.asarray(labels.array).dtype))
+    return np.asarray(ndimage.distance_transform_edt(~brain, sampling=spacing) <= margin)

@@ -212,7 +212,7 @@ class QcConfig:
     plausible_brain_ml: tuple[float, float] = (300.0, 2600.0)  # brain mask volume, a newborn's to a large adult's
     min_direction_agreement: float = 0.5  # lowest Dice between the extractor's slice directions (docs/real-heads.md, 3)
     min_structure: float = 0.3  # neighbour-voxel correlation inside the brain (noise: about 0)
-    min_brain_over_shell: float = 0.1  # (median brain - median shell outside it) / brain's 5-95 % spread; T1 > 0
+    min_brain_over_shell: float = 0.2  # (median brain - median shell outside it) / brain's 5-95 % spread; T1 > 0
     min_white_over_gray: float = 0.0  # (median white - median gray matter) / the same spread; T1 > 0
     shell_mm: tuple[float, float] = (1.0, 5.0)  # the shell: this far outside the brain mask
     accept_named_contrast: bool = False  # a DICOM series described as T2/FLAIR/DWI/...: segment it without the flag
@@ -230,6 +230,8 @@ class InferenceConfig:
     background_threshold: float = 0.05  # normalised intensity at or below which a voxel is empty (never predicted)
     margin: int = 8  # voxels kept around the non-empty box, so the network sees the head's edge
     brain_margin_mm: float = 3.0  # bundles with a brain extractor: the tissue networks see the brain mask grown by this
+    stripped_min_background: float = 0.3  # an input with at least this share of voxels exactly at its minimum ...
+    stripped_max_brain_ml: float = 2600.0  # ... and a nonzero region no larger than this arrived skull-stripped (inference.extraction)
     qc: QcConfig = field(default_factory=QcConfig)
 
 

@@ -290,7 +290,8 @@ def segment_case(segmenter: Any, image_file: str, labels_file: str) -> dict[str,
     brain = segmentation.brain
     return {
         "labels": labels_file, "seconds": float(segmentation.seconds), "qc": segmentation.qc.to_dict(),
-        "brain": None if brain is None else {"volume_ml": brain.volume_ml, "direction_agreement": brain.direction_agreement},
+        "brain": None if brain is None else {"volume_ml": brain.volume_ml, "direction_agreement": brain.direction_agreement,
+                                             "already_stripped": brain.already_stripped},
     }
 
 

@@ -7,6 +7,14 @@ weakest), keeps the largest connected component with its holes filled, and bring
 the input's grid: a brain probability (linear) and a mask (probability above `BRAIN_THRESHOLD`), plus
 the mask grown by a margin, which is what the tissue networks are shown.
 
+An input that arrives **already skull-stripped** skips the networks: a stripping tool (BET, HD-BET,
+SynthStrip, ROBEX, FreeSurfer's ``brain.mgz``) writes exact zeros outside what it keeps, and a network
+trained mostly on whole heads under-segments such a brain (it takes the cortex next to the air for
+scalp; docs/real-heads.md, section 2). `stripped_brain` recognises one: at least
+``InferenceConfig.stripped_min_background`` of the voxels hold exactly the image's minimum, and the rest,
+as its largest component with holes filled, is no larger than ``InferenceConfig.stripped_max_brain_ml``
+(a whole head with zeroed air is larger). That region is then the brain, on the input's own grid.
+
 Geometry: the extractor's arrays are RAS+ on its own conformed grid; everything it returns is on the
 input's grid (shape and affine), like the segmentation.
 """
@@ -50,16 +58,19 @@ class BrainExtraction:
         grid_image: the image as the extractor saw it (RAS+, its voxel size, normalised), for cheap QC measures.
         grid_mask: the kept component (filled) on that grid.
         grid_voxel_mm: that grid's voxel edge.
+        already_stripped: the input arrived skull-stripped (`stripped_brain`): the mask is its nonzero
+            region, no network ran, and ``direction_agreement`` is None.
     """
 
     probability: Image
     mask: LabelMap
     shown: LabelMap
-    direction_agreement: float
+    direction_agreement: float | None
     components: int
     grid_image: np.ndarray
     grid_mask: np.ndarray
     grid_voxel_mm: float
+    already_stripped: bool = False
 
     @property
     def volume_ml(self) -> float:
@@ -75,9 +86,10 @@ class BrainExtractor:
         networks: one `Network` per direction, each a single-channel sigmoid output.
         input_spec: the extractor's input contract (its voxel size and normalisation).
         margin_mm: how far the shown region reaches beyond the mask.
+        stripped: when an input counts as already skull-stripped (`StrippedInput`); None: never.
     """
 
-    def __init__(self, networks: tuple[Network, ...], input_spec: InputSpec, margin_mm: float) -> None:
+    def __init__(self, networks: tuple[Network, ...], input_spec: InputSpec, margin_mm: float, stripped: StrippedInput | None = None) -> None:
         if not networks:
             raise ValueError("Expected at least one brain-extraction network. Received: none")
         if not (math.isfinite(margin_mm) and margin_mm >= 0):
@@ -85,6 +97,7 @@ class BrainExtractor:
         self.networks = networks
         self.input_spec = input_spec
         self.margin_mm = float(margin_mm)
+        self.stripped = stripped
 
     @classmethod
     def from_info(cls, info: BundleInfo, settings: InferenceConfig) -> BrainExtractor:
@@ -96,7 +109,8 @@ class BrainExtractor:
         else:
             specs = [spec]
         networks = tuple(Network(serving, inferer_for(s, 1, settings), info.path) for s in specs)
-        return cls(networks, spec, settings.brain_margin_mm)
+        stripped = StrippedInput(settings.stripped_min_background, settings.stripped_max_brain_ml)
+        return cls(networks, spec, settings.brain_margin_mm, stripped)
 
     def extract(self, image: Image) -> BrainExtraction:
         """Find the brain in ``image`` (3D, any orientation and voxel size).
@@ -109,6 +123,9 @@ class BrainExtractor:
             prepared = self.input_spec.prepare(image)
         except ValueError as error:
             raise ImageError(str(error)) from None
+        found = None if self.stripped is None else stripped_brain(image, self.stripped)
+        if found is not None:
+            return self._already_stripped(image, prepared.array, *found)
         directions = [network.scores(prepared.array)[..., 0] for network in self.networks]
         mean = np.mean(directions, axis=0, dtype=np.float32)
         kept, components = largest_filled_component(mean > BRAIN_THRESHOLD)
@@ -127,6 +144,50 @@ class BrainExtractor:
             probability, LabelMap(mask.astype(np.uint8), image.affine), LabelMap(shown_back.astype(np.uint8), image.affine),
             agreement, components, prepared.array, kept, float(self.input_spec.voxel_size),
         )
+
+
+    def _already_stripped(self, image: Image, grid_image: np.ndarray, mask: np.ndarray, components: int) -> BrainExtraction:
+        """The extraction of an input that arrived skull-stripped: its nonzero region is the brain, and
+        what the tissue networks are shown (nothing lies beyond it)."""
+        labels = LabelMap(mask.astype(np.uint8), image.affine)
+        grid_mask, _ = largest_filled_component(grid_image > 0)
+        logger.info("input already skull-stripped (exact zeros around %.0f mL): its nonzero region is taken as the brain",
+                    float(mask.sum()) * abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0)
+        return BrainExtraction(Image(mask.astype(np.float32), image.affine), labels, labels, None, components,
+                               grid_image, grid_mask, float(self.input_spec.voxel_size), already_stripped=True)
+
+
+@dataclass(frozen=True)
+class StrippedInput:
+    """When an input counts as already skull-stripped (module docstring; defaults in `InferenceConfig`).
+
+    Attributes:
+        min_background: share of voxels that must hold exactly the image's minimum, in (0, 1].
+        max_brain_ml: the largest nonzero region, holes filled, that may be a brain, mL.
+    """
+
+    min_background: float
+    max_brain_ml: float
+
+    def __post_init__(self) -> None:
+        if not (0 < self.min_background <= 1):
+            raise ValueError(f"Expected stripped_min_background in (0, 1]. Received: {self.min_background!r}")
+        if not (math.isfinite(self.max_brain_ml) and self.max_brain_ml > 0):
+            raise ValueError(f"Expected stripped_max_brain_ml > 0. Received: {self.max_brain_ml!r}")
+
+
+def stripped_brain(image: Image, rule: StrippedInput) -> tuple[np.ndarray, int] | None:
+    """The brain of an input that arrived skull-stripped (module docstring), on its own grid, with the
+    number of nonzero components; None when the input does not look stripped."""
+    array = np.asarray(image.array)
+    background = array == array.min()
+    if np.count_nonzero(background) < rule.min_background * background.size:
+        return None
+    kept, components = largest_filled_component(~background)
+    voxel_ml = abs(float(np.linalg.det(np.asarray(image.affine)[:3, :3]))) / 1000.0
+    if np.count_nonzero(kept) * voxel_ml > rule.max_brain_ml:
+        return None
+    return kept, components
 
 
 def largest_filled_component(mask: np.ndarray) -> tuple[np.ndarray, int]:

@@ -143,7 +143,7 @@ def qc_verdict(measures: dict[str, float], limits: QcConfig, extracted: bool = T
     checks = (
         ("direction_agreement", limits.min_direction_agreement, 0.9, "extraction", "brain extraction unreliable (slice directions disagree, Dice {:.2f})"),
         ("structure", limits.min_structure, 0.9, "noise", "noise: no image structure inside the brain (neighbour correlation {:.2f})"),
-        ("brain_over_shell", limits.min_brain_over_shell, 0.6, "contrast", "not T1-like: the brain is not brighter than its surroundings ({:.2f})"),
+        ("brain_over_shell", limits.min_brain_over_shell, 0.6, "contrast", "the brain is not brighter than its surroundings ({:.2f}): not T1-like, or the extraction cut through the brain"),
         ("white_over_gray", limits.min_white_over_gray, 0.4, "contrast", "not T1-like: white matter not brighter than gray matter ({:.2f})"),
     )
     for name, limit, ideal, code, message in checks:
@@ -209,13 +209,19 @@ def assess(image: Volume, labels: Volume, brain: BrainExtraction | None, limits:
 
     With a brain extraction, the brain is its mask, and the shell lies ``limits.shell_mm`` outside the
     extractor's mask on the extractor's own (coarse, cheap) grid; without one, the brain is the labelled
-    voxels and the shell check does not run.
+    voxels and the shell check does not run; for an input that arrived skull-stripped, neither the shell
+    nor the direction check runs (`BrainExtraction.already_stripped`).
     """
     voxel_ml = float(abs(np.linalg.det(np.asarray(image.affine)[:3, :3]))) / 1000.0
     if brain is None:
         mask, over_shell, agreement = np.asarray(labels.array) > 0, None, None
+    elif brain.already_stripped:  # no network ran, and nothing lies outside the brain to compare it with
+        mask, over_shell, agreement = brain.mask.array > 0, None, None
     else:
         mask = brain.mask.array > 0
         over_shell = brain_over_shell(brain.grid_image, brain.grid_mask, brain.grid_voxel_mm, limits.shell_mm)
         agreement = brain.direction_agreement
-    return qc_verdict(qc_measures(image, mask, np.asarray(labels.array), voxel_ml, agreement, over_shell), limits, extracted=brain is not None)
+    measures = qc_measures(image, mask, np.asarray(labels.array), voxel_ml, agreement, over_shell)
+    if brain is not None and brain.already_stripped:
+        measures["already_stripped"] = 1.0  # recorded, so the volumes JSON says how the brain was found
+    return qc_verdict(measures, limits, extracted=brain is not None)

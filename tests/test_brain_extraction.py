@@ -19,7 +19,7 @@ from brainseg_tf.io import Image
 from brainseg_tf.labels import BRAIN, TISSUE
 from brainseg_tf.models import build_segmenter
 from brainseg_tf.preprocessing import InputSpec, Preprocessing, SliceReader
-from inference.extraction import BrainExtractor, direction_agreement, grown, largest_filled_component
+from inference.extraction import BrainExtractor, StrippedInput, direction_agreement, grown, largest_filled_component, stripped_brain
 from inference.heads import Network, SoftmaxHead
 from inference.inferers import SliceInferer
 from inference.predict import SliceSpec
@@ -250,3 +250,82 @@ def test_python_m_training_attach_extractor(bundles: dict[str, Path], tmp_path: 
     assert len(errors) == 1 and "\n" not in errors[0] and "single: not a brain extractor" in errors[0]
     assert main(["attach-extractor", "--extractor", str(bundles["brain"]), str(copy)]) == 0
     assert read_bundle_info(copy).brain_extractor is not None
+
+
+# --- inputs that arrive skull-stripped ------------------------------------------------------------
+
+STRIPPED = StrippedInput(min_background=0.5, max_brain_ml=10.0)  # 32 mm phantoms: a "brain" of a few mL
+
+
+def _never_called(batch: np.ndarray) -> np.ndarray:
+    raise AssertionError("the networks must not run on an input that arrived skull-stripped")
+
+
+def _stripped_brain(shape=(32, 32, 32)) -> tuple[np.ndarray, np.ndarray]:
+    """A brain as a stripping tool writes it: tissue (dark cortex outside, a darker ventricle inside) on exact zeros."""
+    radius = np.sqrt(((np.indices(shape) - 15.5) ** 2).sum(axis=0))
+    brain = radius <= 9
+    image = np.where(brain, 0.4, 0.0).astype(np.float32)
+    image[radius <= 6] = 1.0
+    image[radius <= 2] = 0.2
+    return image, brain
+
+
+def test_a_stripped_input_is_its_nonzero_region_and_runs_no_network(caplog: pytest.LogCaptureFixture) -> None:
+    image, brain = _stripped_brain()
+    image[1, 1, 1] = 0.5  # a speck left by the stripping tool
+    extractor = BrainExtractor(_extractor(predicts=(_never_called,) * 3).networks, SPEC_1MM, 3.0, STRIPPED)
+    with caplog.at_level("INFO"):
+        extraction = extractor.extract(Image(image, np.eye(4)))
+    assert extraction.already_stripped and extraction.direction_agreement is None and extraction.components == 2
+    assert np.array_equal(extraction.mask.array > 0, brain) and np.array_equal(extraction.shown.array, extraction.mask.array)
+    assert extraction.grid_mask.sum() == brain.sum()  # the extractor's grid is the input's here (1 mm)
+    assert "input already skull-stripped (exact zeros around 3 mL)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("background", "brain_ml", "stripped"),
+    [
+        (0.5, 4.0, True),  # exactly the share of exact-minimum voxels asked for
+        (0.5 - 1 / 4096, 4.0, False),  # one voxel short
+        (0.9, 10.0, True),  # exactly the largest brain
+        (0.9, 10.001, False),  # a little larger: a whole head with zeroed air
+    ],
+)
+def test_the_stripped_rule_at_its_limits(background: float, brain_ml: float, stripped: bool) -> None:
+    shape = (16, 16, 16)  # 4096 voxels
+    array = np.full(shape, -1.0, np.float32)  # the minimum need not be 0
+    array.reshape(-1)[: round((1 - background) * array.size)] = 2.0  # one block of tissue: the first rows
+    voxel_mm = (brain_ml * 1000.0 / np.count_nonzero(array == 2.0)) ** (1 / 3)
+    found = stripped_brain(Image(array, np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])), STRIPPED)
+    assert (found is not None) is stripped
+    if found is not None:
+        assert np.array_equal(found[0], array == 2.0) and found[1] == 1
+
+
+def test_noisy_air_is_not_a_stripped_input() -> None:
+    image, _ = _stripped_brain()
+    image += np.random.default_rng(0).uniform(0.0, 0.02, image.shape).astype(np.float32)  # a scanner's air
+    assert stripped_brain(Image(image, np.eye(4)), STRIPPED) is None
+
+
+@pytest.mark.parametrize(("min_background", "max_brain_ml"), [(0.0, 10.0), (1.5, 10.0), (0.5, 0.0), (0.5, float("nan"))])
+def test_the_stripped_rule_refuses_bad_limits(min_background: float, max_brain_ml: float) -> None:
+    with pytest.raises(ValueError, match="Expected stripped_"):
+        StrippedInput(min_background, max_brain_ml)
+
+
+def test_qc_of_a_stripped_input_skips_the_shell_and_direction_checks() -> None:
+    image, brain = _stripped_brain()
+    extractor = BrainExtractor(_extractor().networks, SPEC_1MM, 3.0, STRIPPED)
+    result = _segmenter(extractor).segment(Image(image, np.eye(4)))
+    assert result.qc is not None and result.qc.measures["already_stripped"] == 1.0
+    assert "direction_agreement" not in result.qc.measures and "brain_over_shell" not in result.qc.measures
+    labelled = result.labels.array > 0
+    assert not labelled[~brain].any() and labelled[image >= 0.4].all()  # the stand-in's white matter, inside the brain only
+
+
+def test_from_info_takes_the_stripped_rule_from_the_settings(with_extractor: Path) -> None:
+    settings = InferenceConfig(stripped_min_background=0.6, stripped_max_brain_ml=1234.0)
+    extractor = Segmenter.from_bundle(with_extractor, settings).extractor
+    assert extractor is not None and extractor.stripped == StrippedInput(0.6, 1234.0)

@@ -3,21 +3,24 @@ on the held-out subjects, through the whole inference path, the Dice their bundl
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from brainseg_tf.bundle import read_bundle_info
-from brainseg_tf.config import Config, from_dict, load_config
+from brainseg_tf.bundle.manifest import sha256_file
+from brainseg_tf.config import Config, InferenceConfig, from_dict, load_config
 from brainseg_tf.datasets import embedded
-from brainseg_tf.labels import TISSUE, class_slug
+from brainseg_tf.labels import BRAIN, TISSUE, class_slug
 from brainseg_tf.scoring import dice_scores
 from inference.segmenter import Segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTICLASS, ENSEMBLE = ROOT / "models" / "tissue-multiclass", ROOT / "models" / "tissue-ensemble"
-MODELS_BUDGET_BYTES = 25 * 1024 * 1024
+MODELS_BUDGET_BYTES = 25_000_000  # the issue's 25 MB
 # bundle.json records Dice on 128 fixed 128x128 validation crops, centred on the brain, on the 1 mm
 # conformed grid. Here every held-out test subject is segmented whole, from its native file grid and
 # scored there (docs/comparison.md: mean multi-class 0.734 / 0.914 / 0.906, ensemble 0.752 / 0.913 /
@@ -48,11 +51,21 @@ def test_bundles_are_intact_small_and_trained_with_the_documented_config() -> No
     for path, family in [(MULTICLASS, "multiclass"), (ENSEMBLE, "single_class")]:
         info = read_bundle_info(path)  # verifies every sha256 first
         assert info.family == family and info.label_set == TISSUE
-        # The recorded config, with the defaults of sections added since (e.g. inference) filled in.
-        assert from_dict(Config, info.config) == expected
+        # The recorded config, with the defaults of sections added since filled in; inference settings are
+        # not part of training (they are today's defaults, not those recorded when the bundle was written).
+        assert _training_part(from_dict(Config, info.config)) == _training_part(expected)
     assert [m.class_index for m in read_bundle_info(ENSEMBLE).members] == [1, 2, 3]
+    # Both carry the one brain extractor `make train-default` trains first (configs/train-brain-extractor.yaml).
+    extractors = [read_bundle_info(path).brain_extractor for path in (MULTICLASS, ENSEMBLE)]
+    assert all(e is not None and e.label_set == BRAIN and e.family == "single_class" for e in extractors)
+    assert _training_part(from_dict(Config, extractors[0].config)) == _training_part(load_config(ROOT / "configs" / "train-brain-extractor.yaml"))
+    assert sha256_file(Path(extractors[0].path) / "manifest.sha256") == sha256_file(Path(extractors[1].path) / "manifest.sha256")
     size = sum(p.stat().st_size for p in (ROOT / "models").rglob("*") if p.is_file())
-    assert size <= MODELS_BUDGET_BYTES, f"models/ holds {size / 2**20:.1f} MiB"
+    assert size <= MODELS_BUDGET_BYTES, f"models/ holds {size / 1e6:.1f} MB"
+
+
+def _training_part(config: Config) -> Config:
+    return dataclasses.replace(config, inference=InferenceConfig())
 
 
 @pytest.mark.parametrize("bundle", [MULTICLASS, ENSEMBLE], ids=["multiclass", "ensemble"])

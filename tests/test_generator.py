@@ -332,3 +332,15 @@ def test_linear_resampling_reproduces_a_linear_ramp(size, angles):
     positions = np.array(centre, dtype=float)[:, None] + offsets.astype(float)
     positions[3 - ndim :] = np.array(centre[3 - ndim :], dtype=float)[:, None] + matrix @ offsets[3 - ndim :]
     np.testing.assert_allclose(out.ravel(), gradient @ positions, atol=1e-3)
+
+
+def test_intensity_augmentation_keeps_exact_zeros_and_noises_the_rest() -> None:
+    from brainseg_tf.data.augmentation import Augmentation, adjust_intensity
+
+    image = np.zeros((32, 32), np.float32)
+    image[8:24, 8:24] = 0.5  # a stripped "brain" on exact zeros
+    augmentation = Augmentation(matrix=None, flip=False, gamma=1.2, intensity_scale=0.9)
+    out = adjust_intensity(image, np.random.default_rng(0), augmentation, noise_std=0.05)
+    assert np.all(out[image == 0] == 0.0)  # a stripping tool's zeros carry no noise
+    inside = out[image > 0]
+    assert inside.std() > 0.03 and abs(inside.mean() - 0.9 * 0.5**1.2) < 0.01

@@ -135,11 +135,16 @@ def flip_left_right(
 
 
 def adjust_intensity(image: np.ndarray, rng: np.random.Generator, augmentation: Augmentation, noise_std: float) -> np.ndarray:
-    """Gamma, then global scale, then additive Gaussian noise (see `gaussian_noise`); returns float32."""
+    """Gamma, then global scale, then additive Gaussian noise (see `gaussian_noise`); returns float32.
+
+    Exact zeros stay exact (gamma and scale keep them; the noise skips them): a skull-stripping tool's
+    zeros around a brain, and the padding beyond a volume, carry no noise at inference either.
+    """
     out = np.power(np.maximum(image, 0.0), augmentation.gamma, dtype=np.float32)
     out *= np.float32(augmentation.intensity_scale)
     if noise_std > 0:
-        out += np.float32(noise_std) * gaussian_noise(rng, out.shape)
+        noise = np.float32(noise_std) * gaussian_noise(rng, out.shape)
+        out += np.where(out != 0.0, noise, np.float32(0.0))
     return out
 
 

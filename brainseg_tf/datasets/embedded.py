@@ -26,7 +26,8 @@ Synthesis recipe of subject ``index``, seeded by ``np.random.default_rng([seed, 
    `NATIVE_ORIENTATIONS`, covering the same field of view (image linear, labels nearest). The others
    stay on the template grid (RAS+, ``template_voxel_size``).
 4. Noise: Rician noise of std ``noise_std`` times the white-matter median, added last on the native
-   grid, so the background outside the brain is noise around zero and no value is negative.
+   grid inside the brain; outside it every voxel is exactly 0, as a skull-stripping tool writes a brain
+   (inference recognises a stripped input by those zeros: `inference.extraction.stripped_brain`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from brainseg_tf.labels import TISSUE
 
 logger = logging.getLogger(__name__)
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: exact zeros outside the brain (1: noise everywhere)
 """Version of the synthesis code: bump it when the same recipe would give other subjects, so caches rebuild."""
 NATIVE_VOXEL_SIZES: tuple[tuple[float, float, float], ...] = ((1.2, 1.2, 1.2), (0.9, 0.9, 1.5), (1.0, 1.0, 2.0))
 """Voxel sizes of resampled subjects along their stored array axes, in units of the template voxel size."""
@@ -212,7 +213,7 @@ def synthesize_subject(template: Template, index: int, config: EmbeddedDatasetCo
     if index in resampled_indices(config):
         image_volume, label_volume = _store_on_native_grid(image_volume, label_volume, grid_rng, config.template_voxel_size)
     noisy = _add_rician_noise(image_volume.array, label_volume.array, noise_rng, config.noise_std)
-    return image_volume.with_array(noisy), label_volume
+    return image_volume.with_array(np.where(label_volume.array > 0, noisy, np.float32(0.0))), label_volume
 
 
 def _random_affine(rng: np.random.Generator, config: EmbeddedDatasetConfig, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:

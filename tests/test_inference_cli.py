@@ -10,6 +10,7 @@ import nibabel.orientations as nio
 import numpy as np
 import pytest
 from test_io import BAD_INPUTS
+from toy_volumes import toy_brain
 
 from brainseg_tf.geometry import reorient
 from brainseg_tf.io import Volume, load_image, load_label_map, save_volume
@@ -71,7 +72,7 @@ def test_bad_inputs_fail_one_line_each_and_leave_no_output(tmp_path: Path, capsy
             built = build(case)  # renamed uniquely (same suffix), so no two cases share output names
             unique = built.with_name(f"case{number}_{built.name}")
             bad.append(built.rename(unique) if built.exists() else unique)
-    good = save_volume(Volume(np.random.default_rng(0).random((20, 22, 18), dtype=np.float32), np.eye(4)), inputs / "good.nii.gz")
+    good = save_volume(Volume(toy_brain(0), np.eye(4)), inputs / "good.nii.gz")
     flat = save_volume(Volume(np.ones((20, 22, 18), np.float32), np.eye(4)), inputs / "flat.nii.gz")
     bad.append(flat)
     status = main(["--model", str(MULTICLASS), *map(str, [*bad, good]), "--output-dir", str(out), "--no-qc"])
@@ -107,7 +108,7 @@ def test_two_inputs_writing_one_output_are_refused_before_anything_runs(tmp_path
 
 def test_an_empty_folder_is_one_failure_among_good_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty").mkdir()
-    good = save_volume(Volume(np.random.default_rng(1).random((20, 22, 18), dtype=np.float32), np.eye(4)), tmp_path / "good.nii")
+    good = save_volume(Volume(toy_brain(1), np.eye(4)), tmp_path / "good.nii")
     assert main(["--model", str(MULTICLASS), str(tmp_path / "empty"), str(good), "--output-dir", str(tmp_path / "out"), "--no-qc"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [f"{tmp_path / 'empty'}: no .nii.gz, .nii, .mgz file in this folder"]
     assert _outputs(tmp_path / "out") == ["good_labels.nii", "good_volumes.csv", "good_volumes.json"]
@@ -117,8 +118,7 @@ def test_an_empty_folder_is_one_failure_among_good_inputs(tmp_path: Path, capsys
 def test_probability_maps_are_written_when_asked_and_agree_with_the_labels(affine: np.ndarray, tmp_path: Path) -> None:
     from brainseg_tf.labels import TISSUE
 
-    image = np.zeros((24, 26, 20), np.float32)
-    image[3:21, 4:22, 3:17] = np.random.default_rng(2).random((18, 18, 14), dtype=np.float32) + 0.2
+    image = toy_brain(2)
     scan = save_volume(Volume(image, affine), tmp_path / "scan.nii.gz")
     assert main(["--model", str(MULTICLASS), str(scan), "--output-dir", str(tmp_path / "out"), "--no-qc", "--probabilities"]) == 0
     probabilities = nib.load(tmp_path / "out" / "scan_probabilities.nii.gz")

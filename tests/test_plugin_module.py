@@ -12,6 +12,7 @@ import pytest
 
 from brainseg_tf.errors import BundleError
 from brainseg_tf.io import Volume, save_volume
+from toy_volumes import toy_brain
 import inference.plugin
 from inference.plugin import OUTPUT_FORMATS, build_parser, find_inputs, run_plugin
 
@@ -33,7 +34,7 @@ print(json.dumps({{
 
 def _volume(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_volume(Volume(np.random.default_rng(0).random((20, 22, 18), dtype=np.float32), np.eye(4)), path)
+    return save_volume(Volume(toy_brain(0), np.eye(4)), path)  # a brain the committed bundles accept
 
 
 def _files(folder: Path) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from brainseg_tf.io import Volume, save_volume
+from toy_volumes import toy_brain
 from inference.plugin import DEFAULT_PATTERN, build_parser, bundle_path, prepare_environment, run_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _volume(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_volume(Volume(np.random.default_rng(0).random((20, 22, 18), dtype=np.float32), np.eye(4)), path)
+    return save_volume(Volume(toy_brain(0), np.eye(4)), path)  # a brain the committed bundles accept
 
 
 def test_default_pattern_finds_every_format_at_any_depth_once_and_skips_hidden(tmp_path: Path) -> None:

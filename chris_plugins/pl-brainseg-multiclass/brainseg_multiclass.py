@@ -23,7 +23,7 @@ parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__v
     min_memory_limit="2Gi",  # measured peak RSS 1.22 GiB (MNI152 T1), 1.42 GiB (256^3 with --probabilities)
     # The largest accepted input (PreprocessConfig.max_voxels = 512^3): peak RSS 6.92 GiB (512^3 at 1 mm,
     # --probabilities; 5.82 GiB at 0.5 mm), plus 50 % for what inference adds (README, Resources).
-    max_memory_limit="11Gi",
+    max_memory_limit="14Gi",
     min_cpu_limit="2000m",
     max_cpu_limit="8000m",  # TensorFlow's pools follow the job's CPU quota; past ~8 cores the serial NumPy stages dominate
     min_gpu_limit=0,

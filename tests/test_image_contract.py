@@ -32,6 +32,8 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="switching to another UID and network namespace needs root (CI runs as root)"),
 ]
 
+EXAMPLE_HEAD = REPO / "chris_plugins" / "pl-brainseg-multiclass" / "examples" / "incoming" / "synthetic_head_T1w.nii.gz"
+"""A 3 mm synthetic full head (`make examples`): the brain extractor's networks run on it."""
 PPC64LE = REPO / "docker" / "ppc64le"
 AMD64_REQUIREMENTS = REPO / "docker" / "amd64" / "requirements.txt"
 MINIMUM_AGREEMENT = 0.999
@@ -68,12 +70,15 @@ def ppc64le_stack() -> Stack:
 
 @pytest.fixture(scope="module")
 def mni_input() -> Iterator[tuple[Path, list[Path]]]:
-    """The MNI152 T1 (nilearn's package data) in a read-only input folder; every folder used is removed at the end."""
+    """The MNI152 T1 (nilearn's package data, skull-stripped: the extractor takes it by its zeros) and the plugins'
+    example full head (its three extractor networks run) in a read-only input folder; every folder used is removed
+    at the end."""
     import nibabel as nib
     from nilearn import datasets
 
     root = shared_folder("brainseg-in-")
     nib.save(datasets.load_mni152_template(resolution=1), root / "mni152.nii.gz")
+    shutil.copy(EXAMPLE_HEAD, root / "head.nii.gz")
     make_read_only(root)
     used = [root]
     yield root, used
@@ -106,8 +111,12 @@ def test_both_images_segment_the_mni152_t1_alike(stacks: dict[str, PluginEnviron
         used += [out, tmp]
         run = run_as_chris(environment, family, [], inputdir, out, tmp)
         assert run.returncode == 0, f"{arch}: {run.stdout}{run.stderr}"
-        assert sorted(p.name for p in out.iterdir()) == ["mni152_labels.nii.gz", "mni152_qc.png", "mni152_volumes.csv", "mni152_volumes.json"]
-        labels[arch] = load_label_map(out / "mni152_labels.nii.gz").array
-    agreement = float(np.mean(labels["amd64"] == labels["ppc64le"]))
-    print(f"{family}: the amd64 and ppc64le stacks agree on {agreement:.5%} of voxels ({int(np.sum(labels['amd64'] != labels['ppc64le']))} differ)")
-    assert agreement >= MINIMUM_AGREEMENT, f"{family}: the stacks agree on {agreement:.5%} of voxels"
+        assert sorted(p.name for p in out.iterdir()) == [f"{stem}_{kind}" for stem in ("head", "mni152")
+                                                         for kind in ("labels.nii.gz", "qc.png", "volumes.csv", "volumes.json")]
+        labels[arch] = [load_label_map(out / f"{stem}_labels.nii.gz").array for stem in ("head", "mni152")]
+    for index, stem in enumerate(("head", "mni152")):
+        amd64, ppc64le = labels["amd64"][index], labels["ppc64le"][index]
+        agreement = float(np.mean(amd64 == ppc64le))
+        print(f"{family}, {stem}: the amd64 and ppc64le stacks agree on {agreement:.5%} of voxels ({int(np.sum(amd64 != ppc64le))} differ)")
+        assert (amd64 > 0).sum() > 0.05 * amd64.size, f"{family}, {stem}: no brain labelled"
+        assert agreement >= MINIMUM_AGREEMENT, f"{family}, {stem}: the stacks agree on {agreement:.5%} of voxels"

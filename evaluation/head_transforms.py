@@ -81,18 +81,6 @@ def head_box(labels: LabelMap, margin_mm: float, height_mm: float | None = None)
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high))  # type: ignore[return-value]
 
 
-def scaled_brain(brain: LabelMap, factor: float) -> LabelMap:
-    """The brain scaled by ``factor`` about its centroid in world space, back on a grid of its own voxel size (nearest)."""
-    if not 0 < factor:
-        raise ValueError(f"Expected factor > 0. Received: factor={factor!r}")
-    centre = _world(brain.affine, np.argwhere(np.asarray(brain.array) > 0)).mean(axis=0)
-    about = np.eye(4)
-    about[:3, :3] *= factor
-    about[:3, 3] = centre * (1 - factor)  # x -> centre + factor * (x - centre)
-    scaled, _ = conform(LabelMap(brain.array, about @ brain.affine), float(brain.voxel_size.mean()))
-    return LabelMap(np.ascontiguousarray(scaled.array), scaled.affine)
-
-
 def rotation_matrix(axis: np.ndarray, angle_deg: float) -> np.ndarray:
     """3x3 rotation by ``angle_deg`` about the unit vector ``axis`` (right-handed, Rodrigues' formula)."""
     u = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)

@@ -21,7 +21,7 @@ their scores are not used, only whether QC flags them. Variant grids are relativ
 names hold at the suite's 1 mm): thick slices 5 voxels long along the named axis (axial: axis 2, sagittal:
 0, coronal: 1), "0.5 mm" half the base voxel over the top `FINE_FOV_HEIGHT_MM` of the head (a high-resolution
 field of view, and under ``config.preprocess.max_voxels``). Child heads are new heads grown around the
-brain scaled about its centroid (`head_transforms.scaled_brain`), with the thinner layers and smaller faces
+brain scaled about its centroid (`brainseg_tf.datasets.synthetic_heads.scaled_brain`), with the thinner layers and smaller faces
 of `CHILD_HEADS`.
 """
 
@@ -40,7 +40,7 @@ import numpy as np
 from brainseg_tf.config import Config, GeneratorConfig, HeadConfig, PreprocessConfig, SynthesisConfig
 from brainseg_tf.datasets import build_cache, read_info, read_subjects
 from brainseg_tf.datasets.heads import head_brain_mask, head_to_tissue
-from brainseg_tf.datasets.synthetic_heads import synthesize_head_subject
+from brainseg_tf.datasets.synthetic_heads import scaled_brain, synthesize_head_subject
 from brainseg_tf.errors import DatasetError
 from brainseg_tf.geometry import conform
 from brainseg_tf.io import Image, LabelMap, save_volume
@@ -248,7 +248,7 @@ def _fine(base: _Base, rng: np.random.Generator) -> Built:
 def _child(factor: float) -> Callable[[_Base, np.random.Generator], Built]:
     def build(base: _Base, rng: np.random.Generator) -> Built:
         heads = CHILD_HEADS[factor]
-        image, labels, snr = _grow(ht.scaled_brain(base.brain, factor), rng, heads)
+        image, labels, snr = _grow(scaled_brain(base.brain, factor), rng, heads)
         return image, labels, {"scale": factor, "snr": snr, "thickness_scale": heads.thickness_scale, "face_scale": heads.face_scale}
 
     return build

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from test_heads import synthetic_brain
@@ -10,7 +12,7 @@ from brainseg_tf.config import Config
 from brainseg_tf.data.encoding import TargetEncoding
 from brainseg_tf.data.head_source import HeadSource, make_head_dataset
 from brainseg_tf.datasets.cache import Subject
-from brainseg_tf.errors import DatasetError
+from brainseg_tf.errors import ConfigError, DatasetError
 from brainseg_tf.preprocessing import Preprocessing
 
 VOXEL = 4.0
@@ -85,3 +87,44 @@ def test_all_slice_axes_draws_each_batch_along_a_seeded_axis(brains: list[Subjec
                            RECIPE, "brain", augment=False)
         assert np.array_equal(images, fixed.batch(0, positions)[0])  # the same samples as a source fixed on that axis
     assert axes == {0, 1, 2}
+
+
+def test_batches_per_head_share_one_head_drawn_once(brains: list[Subject], monkeypatch: pytest.MonkeyPatch) -> None:
+    config = Config().replace({"generator.slice_shape": [32, 32], "generator.batch_size": 2, "generator.samples_per_epoch": 12,
+                               "generator.batches_per_head": 3}).generator
+    source = HeadSource(brains, config, RECIPE, "tissue")
+    drawn: list[tuple[int, int]] = []
+    draw = source._draw_head
+    monkeypatch.setattr(source, "_draw_head", lambda epoch, index: drawn.append((epoch, index)) or draw(epoch, index))
+    first, second, third, fourth = (source.head(0, b) for b in range(4))
+    assert first is second is third and fourth is not first  # batches 0-2 share head 0, batch 3 starts head 1
+    assert drawn == [(0, 0), (0, 1)]
+    single = HeadSource(brains, CONFIG, RECIPE, "tissue")  # batches_per_head 1: head k of a shared source is batch k's own head
+    assert np.array_equal(fourth.image, single.head(0, 1).image)
+    images, _ = source.batch(0, np.arange(2))
+    next_images, _ = source.batch(0, np.arange(2, 4))
+    assert not np.array_equal(images, next_images)  # one head, other crops and augmentation
+
+
+def test_a_failed_head_is_not_kept(brains: list[Subject], monkeypatch: pytest.MonkeyPatch) -> None:
+    source = HeadSource(brains, CONFIG, RECIPE, "tissue")
+    monkeypatch.setattr(source, "_draw_head", lambda epoch, index: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        source.head(0, 0)
+    monkeypatch.undo()
+    assert source.head(0, 0).image.size > 0  # drawn afresh, not the stored failure
+
+
+def test_a_brain_scale_range_draws_smaller_and_larger_brains(brains: list[Subject]) -> None:
+    config = Config().replace({"generator.slice_shape": [32, 32], "generator.batch_size": 4, "generator.samples_per_epoch": 8,
+                               "generator.heads.brain_scale": [0.6, 1.2]}).generator
+    plain, scaled = HeadSource(brains[:1], CONFIG, RECIPE, "brain"), HeadSource(brains[:1], config, RECIPE, "brain")
+    ratios = [scaled.head(0, b).classes.sum() / plain.head(0, b).classes.sum() for b in range(6)]
+    assert min(ratios) < 0.8 and max(ratios) > 1.1 and all(0.6**3 * 0.8 < r < 1.2**3 * 1.2 for r in ratios), ratios
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5])
+def test_batches_per_head_must_be_a_positive_int(brains: list[Subject], value: object) -> None:
+    config = dataclasses.replace(CONFIG, batches_per_head=value)
+    with pytest.raises(ConfigError, match="batches_per_head as an int >= 1"):
+        HeadSource(brains, config, RECIPE, "tissue")

@@ -195,15 +195,6 @@ def test_noise_and_empty_hold_no_head(cases: dict[str, HeadCase]) -> None:
 # --- unit transforms ------------------------------------------------------------------------------------
 
 
-def test_scaled_brain_keeps_its_centroid_and_voxel_size() -> None:
-    brain = tiny_brain()
-    small = ht.scaled_brain(brain, 0.5)
-    assert np.allclose(small.voxel_size, VOXEL) and small.array.dtype == brain.array.dtype
-    centroids = [world(volume, np.argwhere(volume.array > 0)).mean(axis=0) for volume in (small, brain)]
-    assert np.allclose(*centroids, atol=1.0)
-    assert np.count_nonzero(small.array) / np.count_nonzero(brain.array) == pytest.approx(0.125, rel=0.15)
-
-
 def test_rician_reaches_the_asked_snr_on_a_uniform_head() -> None:
     labels = LabelMap(np.pad(np.full((30, 30, 30), WM, np.uint8), 5), np.eye(4))
     image = Image((labels.array > 0).astype(np.float32) * 100, labels.affine)

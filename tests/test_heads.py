@@ -27,6 +27,7 @@ from brainseg_tf.datasets.heads import (
     SPINAL_CORD,
     SUBCUTANEOUS_FAT,
     VERTEBRA,
+    build_cranium,
     build_head,
     head_brain_mask,
     head_to_tissue,
@@ -231,6 +232,49 @@ def test_skull_encloses_the_brain(scale: float, brain4: LabelMap) -> None:
         assert np.isin(above[:first_air], BONE).any()
 
 
+# --- cranium only ----------------------------------------------------------------------------------------
+
+
+def test_a_cranium_is_the_brain_with_the_cranial_layers_within_its_reach_and_nothing_else(brain4: LabelMap) -> None:
+    reach, voxel = 16.0, 4.0
+    cranium = build_cranium(brain4, np.random.default_rng(5), reach_mm=reach)
+    again = build_cranium(brain4, np.random.default_rng(5), reach_mm=reach)
+    assert np.array_equal(cranium.array, again.array) and np.array_equal(cranium.affine, again.affine)
+    assert not np.array_equal(build_cranium(brain4, np.random.default_rng(6), reach_mm=reach).array, cranium.array)
+    cranial = {AIR, *BRAIN_LABELS, EXTRACEREBRAL_CSF, DURA, *BONE, MASTICATORY_MUSCLE, SUBCUTANEOUS_FAT}
+    assert set(np.unique(cranium.array)) <= cranial and set(BONE).issubset(np.unique(cranium.array))  # CSF and dura: under a 4 mm voxel
+    brain = head_brain_mask(cranium.array)
+    distance = ndimage.distance_transform_edt(~brain) * voxel
+    assert distance[cranium.array != AIR].max() <= reach + 1e-6  # nothing painted beyond the reach
+    assert (distance[cranium.array == AIR] > voxel).all()  # the brain is wrapped: no air next to it
+    # the brain's own voxels keep their labels at the same world points (whole-voxel growth, as build_head)
+    every = np.argwhere(brain4.array > 0)
+    index = np.round(np.linalg.solve(cranium.affine, np.c_[world_of(brain4, every), np.ones(len(every))].T)[:3].T).astype(int)
+    assert np.array_equal(cranium.array[tuple(index.T)], brain4.array[tuple(every.T)])
+    # the canvas is the brain's box grown by the reach (and 2 voxels), far smaller than a full head's
+    assert np.all(np.array(cranium.shape) <= np.array(brain4.shape) + 2 * (np.ceil(reach / voxel) + 3))
+    assert cranium.array.size < build_head(brain4, np.random.default_rng(5)).array.size
+
+
+def test_a_cranium_layers_lie_within_their_cumulative_configured_distances(brain4: LabelMap) -> None:
+    config, voxel = HeadConfig(), 4.0
+    cranium = build_cranium(brain4, np.random.default_rng(2), config, reach_mm=30.0)
+    distance = ndimage.distance_transform_edt(~head_brain_mask(cranium.array)) * voxel
+    low = high = 0.0
+    for labels, names in LAYERS[:5]:
+        (lo, hi), = (getattr(config, name) for name in names)
+        depths = distance[np.isin(cranium.array, labels)]
+        if depths.size:  # at 4 mm a thin layer may be skipped by the sampling
+            assert depths.min() > low - 1e-6 and depths.max() <= high + hi + voxel + 1e-6, names
+        low, high = low + lo, high + hi
+
+
+def test_a_cranium_refuses_a_reach_that_is_not_positive(brain4: LabelMap) -> None:
+    for reach in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="reach_mm > 0"):
+            build_cranium(brain4, np.random.default_rng(0), reach_mm=reach)
+
+
 # --- face and neck --------------------------------------------------------------------------------------
 
 
@@ -308,6 +352,9 @@ def test_a_generator_is_required(brain4: LabelMap) -> None:
         {"dura_mm": (-1.0, 1.0)},
         {"skin_mm": (1.0,)},
         {"face_scale": (0.0, 1.0)},
+        {"brain_scale": (0.0, 1.0)},
+        {"brain_scale": (1.1, 0.9)},
+        {"anatomy": "skull"},
         {"thickness_scale": 0.0},
         {"thickness_smoothness_mm": float("nan")},
         {"size_jitter": 1.0},

@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from test_heads import synthetic_brain
-
 import pytest
+from scipy import ndimage
+from test_heads import synthetic_brain
 
 from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.errors import ConfigError
 from brainseg_tf.datasets import heads
-from brainseg_tf.datasets.synthetic_heads import T1_PRIORS, stripped_region, synthesize_head_subject
+from brainseg_tf.datasets.synthetic_heads import T1_PRIORS, grow_head, scaled_brain, stripped_region, synthesize_head_subject
 from brainseg_tf.io import Image, LabelMap
 
 
@@ -81,3 +81,43 @@ def test_stripping_is_drawn_from_its_own_stream_and_checked() -> None:
     assert np.all(stripped_image.array[~brain_mask] == 0.0) and np.any(plain_image.array[~brain_mask] != 0.0)
     with pytest.raises(ConfigError, match="stripped_probability in \\[0, 1\\]"):
         heads.build_head(brain, np.random.default_rng(0), HeadConfig(stripped_probability=1.5))
+
+
+def test_cranium_anatomy_images_only_the_stripped_head_around_the_brain() -> None:
+    brain = synthetic_brain(4.0)
+    heads_config = HeadConfig(anatomy="cranium", stripped_probability=1.0, stripped_margin_mm=(4.0, 8.0))
+    config = dataclasses.replace(GeneratorConfig(), heads=heads_config)
+    image, labels = synthesize_head_subject(brain, np.random.default_rng(3), config)
+    whole, _ = synthesize_head_subject(brain, np.random.default_rng(3), dataclasses.replace(config, heads=HeadConfig(stripped_probability=1.0)))
+    assert image.array.size < whole.array.size  # no face or neck grown only to be cut away
+    brain_mask = heads.head_brain_mask(labels.array)
+    distance = ndimage.distance_transform_edt(~brain_mask) * 4.0
+    kept = labels.array != heads.AIR
+    assert brain_mask.sum() == (synthetic_brain(4.0).array > 0).sum()
+    assert distance[kept].max() <= 8.0 + 1e-6 and distance[kept].max() >= 4.0  # cut within the drawn margin
+    assert np.all(image.array[~kept] == 0.0) and np.count_nonzero(image.array[kept & ~brain_mask]) > 0
+    assert set(np.unique(heads.head_to_tissue(labels.array))) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("heads_config, words", [
+    (HeadConfig(anatomy="cranium", stripped_probability=0.99), "stripped_probability 1 with anatomy 'cranium'"),
+    (HeadConfig(anatomy="face", stripped_probability=1.0), "anatomy 'full' or 'cranium'"),  # type: ignore[arg-type]
+])
+def test_cranium_anatomy_is_refused_for_heads_left_whole(heads_config: HeadConfig, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        grow_head(synthetic_brain(4.0), np.random.default_rng(0), heads_config)
+
+
+def test_a_scaled_brain_keeps_its_centroid_and_voxel_size_and_scales_its_volume() -> None:
+    brain = synthetic_brain(4.0)
+    for factor in (0.5, 0.65, 1.0, 1.2):
+        scaled = scaled_brain(brain, factor)
+        assert np.allclose(scaled.voxel_size, 4.0) and scaled.array.dtype == brain.array.dtype
+        centroids = [(v.affine[:3, :3] @ np.argwhere(v.array > 0).T).mean(axis=1) + v.affine[:3, 3] for v in (scaled, brain)]
+        assert np.allclose(*centroids, atol=1.0)
+        ratio = np.count_nonzero(scaled.array) / np.count_nonzero(brain.array)
+        assert ratio == pytest.approx(factor**3, rel=0.1), factor
+        assert set(np.unique(scaled.array)) == set(np.unique(brain.array))
+    for factor in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="brain scale factor > 0"):
+            scaled_brain(brain, factor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -88,8 +89,9 @@ def validation_samples(data: RunData, config: GeneratorConfig, count: int) -> tu
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"Expected training.validation_samples as an int >= 1. Received: validation_samples={count!r}")
-    if data.heads != "off":  # a fixed head per batch of the validation epoch, samples unaugmented
-        heads = HeadSource(data.val, config, data.preprocessing, data.heads, augment=False)  # type: ignore[arg-type]
+    if data.heads != "off":  # a fixed head per batch of the validation epoch (never shared between batches), samples unaugmented
+        one_per_batch = dataclasses.replace(config, batches_per_head=1)
+        heads = HeadSource(data.val, one_per_batch, data.preprocessing, data.heads, augment=False)  # type: ignore[arg-type]
         batches = [heads.batch(VALIDATION_EPOCH, np.arange(first, first + config.batch_size)) for first in range(0, count, config.batch_size)]
         return np.concatenate([b[0] for b in batches])[:count], np.concatenate([b[1] for b in batches])[:count].astype(np.uint8)
     source = SampleSource(data.val, data.label_set, config, augment=False)

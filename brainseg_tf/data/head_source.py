@@ -2,8 +2,9 @@
 
 The real-heads engine (`brainseg_tf.datasets.synthetic_heads`) behind the generator's sampling: batch
 ``b`` of epoch ``e`` picks a brain among the training subjects and grows and images one head with
-``np.random.default_rng([seed, e, b, HEAD_STREAM])``; the head is prepared by the networks' input
-contract (`brainseg_tf.preprocessing.Preprocessing`: RAS+ at its voxel size, intensities normalised),
+``np.random.default_rng([seed, e, b, HEAD_STREAM])`` (with ``generator.batches_per_head`` k, batches
+``b`` share head ``b // k``, drawn once; the brain scaled by a random ``heads.brain_scale`` when one is
+set); the head is prepared by the networks' input contract (`brainseg_tf.preprocessing.Preprocessing`: RAS+ at its voxel size, intensities normalised),
 then its samples are cut, augmented and seeded exactly as `brainseg_tf.data.pipeline.SampleSource`
 does for cached subjects (sample ``i`` of epoch ``e`` from ``(seed, e, i)``). Targets are the head's
 brain tissue classes (``TISSUE``: everything outside the brain is background) or its brain mask
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -24,7 +27,7 @@ from brainseg_tf.config import GeneratorConfig
 from brainseg_tf.data.encoding import TargetEncoding
 from brainseg_tf.data.pipeline import SampleSource, check_pipeline_config, dataset_from_source, steps_per_epoch
 from brainseg_tf.datasets.heads import head_brain_mask, head_to_tissue
-from brainseg_tf.datasets.synthetic_heads import synthesize_head_subject
+from brainseg_tf.datasets.synthetic_heads import scaled_brain, synthesize_head_subject
 from brainseg_tf.errors import DatasetError
 from brainseg_tf.io import LabelMap
 from brainseg_tf.labels import BRAIN, TISSUE, LabelSet
@@ -39,6 +42,8 @@ HeadTarget = Literal["tissue", "brain"]
 HEAD_TARGETS: dict[str, LabelSet] = {"tissue": TISSUE, "brain": BRAIN}
 HEAD_STREAM = 7
 """Last entry of a head's seed: keeps head draws apart from the samples' ``(seed, epoch, index)`` streams."""
+_HEADS_KEPT = 4
+"""Heads a source keeps for the batches that share them (`GeneratorConfig.batches_per_head`): tf.data draws a few batches at once."""
 HEAD_AXIS_STREAM = 1
 """Appended to a head's seed for the batch's slice axis (``generator.random_slice_axis``), apart from the head's own draws."""
 
@@ -73,18 +78,43 @@ class HeadSource:
         self.target = target
         self.label_set = HEAD_TARGETS[target]
         self.augment = augment
+        self._heads: dict[tuple[int, int], Future[Subject]] = {}  # the last few heads, so the batches sharing one draw it once
+        self._lock = threading.Lock()
 
     def head(self, epoch: int, batch_index: int) -> Subject:
-        """The prepared head of batch ``batch_index`` of ``epoch``: image in [0, 1], target classes, one grid."""
+        """The prepared head of batch ``batch_index`` of ``epoch``: image in [0, 1], target classes, one grid.
+        Batches ``k * batches_per_head`` to ``(k + 1) * batches_per_head - 1`` share head ``k``, drawn once."""
+        key = (int(epoch), int(batch_index) // self.config.batches_per_head)
+        with self._lock:
+            pending = self._heads.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._heads[key] = Future()
+                while len(self._heads) > _HEADS_KEPT:
+                    self._heads.pop(next(iter(self._heads)))
+        if owner:
+            try:
+                pending.set_result(self._draw_head(*key))
+            except BaseException as error:
+                pending.set_exception(error)
+                with self._lock:
+                    self._heads.pop(key, None)
+        return pending.result()
+
+    def _draw_head(self, epoch: int, head_index: int) -> Subject:
         from brainseg_tf.datasets.cache import Subject
 
-        rng = self._rng(epoch, batch_index)
+        rng = self._rng(epoch, head_index)
         brain = self.brains[int(rng.integers(len(self.brains)))]
-        grid = self.preprocessing.prepare_label_map(LabelMap(np.asarray(brain.classes, np.int32), brain.affine))
+        brain_map = LabelMap(np.asarray(brain.classes, np.int32), brain.affine)
+        low, high = self.config.heads.brain_scale
+        if high > low or low != 1.0:
+            brain_map = scaled_brain(brain_map, float(rng.uniform(low, high)))
+        grid = self.preprocessing.prepare_label_map(brain_map)
         image, labels = synthesize_head_subject(grid, rng, self.config)
         prepared = self.preprocessing.prepare(image)
         targets = head_to_tissue(labels.array) if self.target == "tissue" else head_brain_mask(labels.array)
-        return Subject(f"head-{epoch}-{batch_index}-{brain.subject_id}", prepared.array, np.asarray(targets, np.uint8), labels.affine, "train")
+        return Subject(f"head-{epoch}-{head_index}-{brain.subject_id}", prepared.array, np.asarray(targets, np.uint8), labels.affine, "train")
 
     def batch(self, first_epoch: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The samples at stream ``positions`` (one batch, as `SampleSource.batch`), all cut from one head,

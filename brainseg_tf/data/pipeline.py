@@ -84,6 +84,8 @@ def check_pipeline_config(config: GeneratorConfig) -> None:
             f"Expected generator.samples_per_epoch >= batch_size ({config.batch_size}). "
             f"Received: samples_per_epoch={config.samples_per_epoch!r}"
         )
+    if isinstance(config.batches_per_head, bool) or not isinstance(config.batches_per_head, int) or config.batches_per_head < 1:
+        raise ConfigError(f"Expected generator.batches_per_head as an int >= 1. Received: batches_per_head={config.batches_per_head!r}")
     if config.parallel_calls != -1 and config.parallel_calls < 1:
         raise ConfigError(
             f"Expected generator.parallel_calls >= 1, or -1 for autotune. Received: parallel_calls={config.parallel_calls!r}"

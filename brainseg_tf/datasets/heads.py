@@ -32,6 +32,9 @@ Recipe, every draw from the caller's generator in a fixed order (one generator s
    size, position and surface warp; painted only inside the head, never over the brain, and, except
    for the optic nerves, spinal canal, skull-base bones and sinuses, never over the cranial layers.
 5. Skin and subcutaneous fat: layers by distance from the air outside the head.
+
+`build_cranium` paints step 3 alone, within a few mm of the brain: all a head that is to be skull-stripped
+needs (`brainseg_tf.datasets.synthetic_heads`), about ten times faster at 1 mm.
 """
 
 from __future__ import annotations
@@ -315,6 +318,37 @@ def build_head(brain: LabelMap, rng: np.random.Generator, config: HeadConfig | N
     return LabelMap(labels, affine)
 
 
+def build_cranium(brain: LabelMap, rng: np.random.Generator, config: HeadConfig | None = None, reach_mm: float = 16.0) -> LabelMap:
+    """The brain and the cranial layers within ``reach_mm`` of it, as `build_head` paints them (step 3 of the
+    recipe: extra-cerebral CSF, dura, tables and diploe, temporal muscle, then scalp fat), without the face,
+    neck, deep parts or skin; the rest of the canvas is air.
+
+    What a skull-stripping tool can keep of a head lies a few mm from the brain, so a head that is to be
+    stripped needs no more, at a fraction of `build_head`'s cost (the canvas is the brain's box grown by
+    ``reach_mm``, and there is one distance transform). Draws follow `build_head`'s order up to the
+    thickness fields.
+
+    Raises:
+        TypeError, ValueError, LabelError, ConfigError: as `build_head`; ValueError also for ``reach_mm`` <= 0.
+    """
+    voxel = _check_brain(brain)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"Expected rng as a numpy.random.Generator (np.random.default_rng(seed)). Received: {type(rng).__name__}")
+    if not (np.isfinite(reach_mm) and reach_mm > 0):
+        raise ValueError(f"Expected reach_mm > 0. Received: reach_mm={reach_mm!r}")
+    config = HeadConfig() if config is None else config
+    _check_config(config)
+    points = _voxel_points(brain.affine, brain.array > 0)
+    frame = _draw_frame(points, rng, config)
+    levels = _Fields.random_levels(rng)
+    margin = float(reach_mm) + 2 * voxel
+    labels, affine = _grown(brain, points.min(axis=1) - margin, points.max(axis=1) + margin)
+    fields_ = _Fields.random(rng, levels, labels.shape, config.thickness_smoothness_mm / voxel)
+    _paint_cranium(labels, _Thickness(fields_, frame, affine, voxel, config), float(reach_mm))
+    logger.debug("cranium %s at %.2f mm within %.1f mm of %d brain voxels", labels.shape, voxel, reach_mm, points.shape[1])
+    return LabelMap(labels, affine)
+
+
 # --- validation -------------------------------------------------------------------------------------
 
 
@@ -366,14 +400,22 @@ def _check_config(config: HeadConfig) -> None:
     }
     for item in fields(config):
         value = getattr(config, item.name)
+        if item.name == "anatomy":
+            if value not in ("full", "cranium"):
+                raise ConfigError(f"Expected generator.heads.anatomy 'full' or 'cranium'. Received: {value!r}")
+            continue
         if item.name in scalars:
             expected, accepts = scalars[item.name]
             ok = isinstance(value, (int, float)) and np.isfinite(value) and accepts(value)
         else:
-            expected = "(low, high) with 0 < low <= high" if item.name == "face_scale" else "(low, high) with 0 <= low <= high"
-            ok = _is_range(value, strictly_positive=item.name == "face_scale")
+            positive = item.name in _POSITIVE_RANGES
+            expected = "(low, high) with 0 < low <= high" if positive else "(low, high) with 0 <= low <= high"
+            ok = _is_range(value, strictly_positive=positive)
         if not ok:
             raise ConfigError(f"Expected generator.heads.{item.name} {expected}. Received: {value!r}")
+
+
+_POSITIVE_RANGES = frozenset({"face_scale", "brain_scale"})
 
 
 def _is_range(value: object, strictly_positive: bool) -> bool:

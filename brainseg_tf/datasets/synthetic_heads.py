@@ -9,7 +9,9 @@ on an MPRAGE or spoiled-gradient-echo T1), from which a share of the samples dra
 rest get contrasts unrelated to T1 (`SynthesisConfig.prior_probability`). A share of the heads
 (`HeadConfig.stripped_probability`) arrives already skull-stripped, as a stripping tool writes it: the
 whole head is imaged, then every voxel farther than a random margin from the brain is set to exactly 0
-(and its label to air). Exact zeros matter: a network that only ever saw noisy air fails on them.
+(and its label to air). Exact zeros matter: a network that only ever saw noisy air fails on them. When
+every head is stripped, ``HeadConfig.anatomy`` "cranium" grows only the cranial layers near the brain
+(`grow_head`): the face and neck would be cut away, and a 1 mm head costs a tenth.
 
 Geometry: RAS+ grids, arrays indexed (i, j, k); the image and the label map share the head's grid,
 so `head_to_tissue` and `head_brain_mask` of the labels are the training targets voxel for voxel.
@@ -23,6 +25,8 @@ from scipy import ndimage
 from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.data.synthesis import IntensityPrior, synthesize_image
 from brainseg_tf.datasets import heads
+from brainseg_tf.errors import ConfigError
+from brainseg_tf.geometry import conform
 from brainseg_tf.io import Image, LabelMap
 
 T1_PRIORS: dict[int, IntensityPrior] = {
@@ -59,6 +63,10 @@ T1_PRIORS: dict[int, IntensityPrior] = {
 }
 """A T1-weighted intensity prior for every generation label of `brainseg_tf.datasets.heads.HEAD_LABELS`."""
 
+CRANIUM_CONTEXT_MM = 12.0
+"""How far beyond the largest stripping margin the cranial layers reach when every head is stripped: thick
+slices and blur near the cut then mix in skull and scalp, as on a whole head, not air."""
+
 
 def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: GeneratorConfig) -> tuple[Image, LabelMap]:
     """A full head around ``brain`` and its synthetic image, on one grid.
@@ -77,7 +85,7 @@ def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: G
         ConfigError: a setting out of range.
     """
     head_rng, image_rng, strip_rng = rng.spawn(3)  # the first two are what spawn(2) gave before stripping existed
-    labels = heads.build_head(brain, head_rng, config.heads)
+    labels = grow_head(brain, head_rng, config.heads)
     voxel_size = tuple(float(s) for s in labels.voxel_size)
     image = synthesize_image(np.asarray(labels.array), voxel_size, T1_PRIORS, image_rng, config.synthesis)  # type: ignore[arg-type]
     kept = stripped_region(labels, strip_rng, config.heads)
@@ -85,6 +93,39 @@ def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: G
         image = np.where(kept, image, 0.0).astype(image.dtype)
         labels = labels.with_array(np.where(kept, labels.array, heads.AIR).astype(np.asarray(labels.array).dtype))
     return Image(image, labels.affine), labels
+
+
+def grow_head(brain: LabelMap, rng: np.random.Generator, config: HeadConfig) -> LabelMap:
+    """The head label map around ``brain``: `heads.build_head`, or with ``anatomy`` "cranium" only the
+    cranial layers within the largest stripping margin plus `CRANIUM_CONTEXT_MM` (`heads.build_cranium`).
+
+    Raises:
+        ConfigError: ``anatomy`` unknown, or "cranium" for heads that are not all stripped (the cut-off
+            cranium would show).
+    """
+    if config.anatomy == "full":
+        return heads.build_head(brain, rng, config)
+    if config.anatomy != "cranium":
+        raise ConfigError(f"Expected generator.heads.anatomy 'full' or 'cranium'. Received: {config.anatomy!r}")
+    if config.stripped_probability != 1:
+        raise ConfigError("Expected generator.heads.stripped_probability 1 with anatomy 'cranium' (every head stripped). "
+                          f"Received: stripped_probability={config.stripped_probability!r}")
+    return heads.build_cranium(brain, rng, config, float(config.stripped_margin_mm[1]) + CRANIUM_CONTEXT_MM)
+
+
+def scaled_brain(brain: LabelMap, factor: float) -> LabelMap:
+    """The brain scaled by ``factor`` about its centroid in world space, back on a grid of its own voxel size
+    (nearest): a child's brain from an adult's (the realistic-heads suite, `HeadConfig.brain_scale`)."""
+    if not (np.isfinite(factor) and factor > 0):
+        raise ValueError(f"Expected a brain scale factor > 0. Received: factor={factor!r}")
+    array = np.asarray(brain.array)
+    affine = np.asarray(brain.affine, dtype=np.float64)
+    centre = (affine[:3, :3] @ np.argwhere(array > 0).T.astype(np.float64)).mean(axis=1) + affine[:3, 3]
+    about = np.eye(4)
+    about[:3, :3] *= factor
+    about[:3, 3] = centre * (1 - factor)  # x -> centre + factor * (x - centre)
+    scaled, _ = conform(LabelMap(array, about @ affine), float(brain.voxel_size.mean()))
+    return LabelMap(np.ascontiguousarray(scaled.array), scaled.affine)
 
 
 def stripped_region(labels: LabelMap, rng: np.random.Generator, config: HeadConfig) -> np.ndarray | None:

@@ -12,7 +12,7 @@ from test_heads import synthetic_brain
 from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.errors import ConfigError
 from brainseg_tf.datasets import heads
-from brainseg_tf.datasets.synthetic_heads import T1_PRIORS, grow_head, scaled_brain, stripped_region, synthesize_head_subject
+from brainseg_tf.datasets.synthetic_heads import SAME_TISSUE, T1_PRIORS, grow_head, scaled_brain, stripped_region, synthesize_head_subject
 from brainseg_tf.io import Image, LabelMap
 
 
@@ -121,3 +121,16 @@ def test_a_scaled_brain_keeps_its_centroid_and_voxel_size_and_scales_its_volume(
     for factor in (0.0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="brain scale factor > 0"):
             scaled_brain(brain, factor)
+
+
+def test_labels_of_one_tissue_share_their_contrast_in_an_image() -> None:
+    """The CSF around the brain is imaged as the brain's own CSF (random contrasts included): only shape tells them apart."""
+    quiet = _config(prior_probability=0.0, bias_strength_range=(0.0, 0.0), snr_range=(1000.0, 1000.0), thick_slice_probability=0.0,
+                    partial_volume_sigma_range=(0.0, 0.0), smooth_variation_fraction=0.0, random_std_range=(0.0, 0.0), gamma_log_std=0.0)
+    for seed in range(3):
+        image, labels = synthesize_head_subject(synthetic_brain(4.0), np.random.default_rng(seed), quiet)
+        median = {value: float(np.median(image.array[labels.array == value])) for value in np.unique(labels.array)}
+        for label, tissue in SAME_TISSUE.items():
+            if label in median and tissue in median:
+                assert median[label] == pytest.approx(median[tissue], rel=0.02, abs=1e-3), (label, tissue)
+        assert abs(median[heads.GRAY_MATTER] - median[heads.BRAIN_CSF]) > 1e-3  # untied labels differ

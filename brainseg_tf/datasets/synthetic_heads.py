@@ -13,6 +13,9 @@ whole head is imaged, then every voxel farther than a random margin from the bra
 every head is stripped, ``HeadConfig.anatomy`` "cranium" grows only the cranial layers near the brain
 (`grow_head`): the face and neck would be cut away, and a 1 mm head costs a tenth.
 
+Labels of one tissue (`SAME_TISSUE`: the CSF around the brain and the brain's own, fats, muscles, the two
+skull tables) share their contrast in an image, as on a scanner.
+
 Geometry: RAS+ grids, arrays indexed (i, j, k); the image and the label map share the head's grid,
 so `head_to_tissue` and `head_brain_mask` of the labels are the training targets voxel for voxel.
 """
@@ -63,6 +66,18 @@ T1_PRIORS: dict[int, IntensityPrior] = {
 }
 """A T1-weighted intensity prior for every generation label of `brainseg_tf.datasets.heads.HEAD_LABELS`."""
 
+SAME_TISSUE: dict[int, int] = {
+    heads.EXTRACEREBRAL_CSF: heads.BRAIN_CSF,  # one fluid: where the brain ends must be found by shape, not by a contrast no scanner makes
+    heads.SPINAL_CSF: heads.BRAIN_CSF,
+    heads.ORBITAL_FAT: heads.SUBCUTANEOUS_FAT,
+    heads.DEEP_FAT: heads.SUBCUTANEOUS_FAT,
+    heads.NECK_MUSCLE: heads.MASTICATORY_MUSCLE,
+    heads.OUTER_TABLE: heads.INNER_TABLE,
+}
+"""Generation labels imaged as another label's tissue: in one image they share its mean and spread (their own
+priors are not drawn). Labels stay apart in the label map and the targets; only the contrast is tied."""
+_CONTRAST_LUT = np.array([SAME_TISSUE.get(value, value) for value, _ in heads.HEAD_LABELS], dtype=np.uint8)
+
 CRANIUM_CONTEXT_MM = 12.0
 """How far beyond the largest stripping margin the cranial layers reach when every head is stripped: thick
 slices and blur near the cut then mix in skull and scalp, as on a whole head, not air."""
@@ -87,7 +102,8 @@ def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: G
     head_rng, image_rng, strip_rng = rng.spawn(3)  # the first two are what spawn(2) gave before stripping existed
     labels = grow_head(brain, head_rng, config.heads)
     voxel_size = tuple(float(s) for s in labels.voxel_size)
-    image = synthesize_image(np.asarray(labels.array), voxel_size, T1_PRIORS, image_rng, config.synthesis)  # type: ignore[arg-type]
+    tissues = _CONTRAST_LUT[np.asarray(labels.array)]  # labels of one tissue share its contrast (SAME_TISSUE)
+    image = synthesize_image(tissues, voxel_size, T1_PRIORS, image_rng, config.synthesis)  # type: ignore[arg-type]
     kept = stripped_region(labels, strip_rng, config.heads)
     if kept is not None:
         image = np.where(kept, image, 0.0).astype(image.dtype)

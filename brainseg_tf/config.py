@@ -159,6 +159,8 @@ class DataConfig:
     label_set: str = "tissue"
     heads: Literal["off", "tissue", "brain"] = "off"  # train on fresh synthetic full heads grown around the cached brains,
     # against their tissue classes or their brain mask (label set "brain"); off: the cached subjects as they are
+    heads_fraction: float = 1.0  # with heads: share of training batches (and validation samples) from the heads; the rest from
+    # the cached subjects as they are (only for tissue targets: the cache's label set)
     unknown_labels: Literal["error", "background"] = "error"
     manifest: str | None = None  # CSV with subject,image,label[,split]
     subjects_dir: str | None = None  # FreeSurfer SUBJECTS_DIR

@@ -10,9 +10,11 @@ from test_heads import synthetic_brain
 
 from brainseg_tf.config import Config
 from brainseg_tf.data.encoding import TargetEncoding
-from brainseg_tf.data.head_source import HeadSource, make_head_dataset
+from brainseg_tf.data.head_source import HeadSource, MixedSource, make_head_dataset
+from brainseg_tf.data.pipeline import SampleSource
 from brainseg_tf.datasets.cache import Subject
 from brainseg_tf.errors import ConfigError, DatasetError
+from brainseg_tf.labels import TISSUE
 from brainseg_tf.preprocessing import Preprocessing
 
 VOXEL = 4.0
@@ -128,3 +130,30 @@ def test_batches_per_head_must_be_a_positive_int(brains: list[Subject], value: o
     config = dataclasses.replace(CONFIG, batches_per_head=value)
     with pytest.raises(ConfigError, match="batches_per_head as an int >= 1"):
         HeadSource(brains, config, RECIPE, "tissue")
+
+
+def test_a_mixed_source_draws_each_batch_from_one_source_by_its_seeded_share(brains: list[Subject]) -> None:
+    config = Config().replace({"generator.slice_shape": [32, 32], "generator.batch_size": 2, "generator.samples_per_epoch": 80}).generator
+    heads = HeadSource(brains, config, RECIPE, "tissue")
+    cached = SampleSource(brains, TISSUE, config)
+    mixed = MixedSource(heads, cached, TISSUE, 0.3)
+    chosen = [mixed.from_heads(epoch, batch) for epoch in range(3) for batch in range(40)]
+    assert 0.15 < np.mean(chosen) < 0.45 and chosen == [mixed.from_heads(e, b) for e in range(3) for b in range(40)]
+    first_head = next(b for b in range(40) if mixed.from_heads(0, b))
+    first_cached = next(b for b in range(40) if not mixed.from_heads(0, b))
+    for batch, source in ((first_head, heads), (first_cached, cached)):
+        positions = np.arange(2 * batch, 2 * batch + 2)
+        assert all(np.array_equal(a, b) for a, b in zip(mixed.batch(0, positions), source.batch(0, positions)))
+    assert all(MixedSource(heads, cached, TISSUE, 1.0).from_heads(0, b) for b in range(40))
+    assert not any(MixedSource(heads, cached, TISSUE, 0.0).from_heads(0, b) for b in range(40))
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, True, float("nan")])
+def test_a_mixed_source_refuses_a_share_outside_0_1(brains: list[Subject], fraction: object) -> None:
+    with pytest.raises(ConfigError, match="heads_fraction in \\[0, 1\\]"):
+        MixedSource(HeadSource(brains, CONFIG, RECIPE, "tissue"), SampleSource(brains, TISSUE, CONFIG), TISSUE, fraction)  # type: ignore[arg-type]
+
+
+def test_a_mixed_source_refuses_targets_the_cache_does_not_hold(brains: list[Subject]) -> None:
+    with pytest.raises(ConfigError, match="hold the heads' targets"):
+        MixedSource(HeadSource(brains, CONFIG, RECIPE, "brain"), SampleSource(brains, TISSUE, CONFIG), TISSUE, 0.5)

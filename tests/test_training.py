@@ -117,6 +117,24 @@ def test_validation_heads_are_fixed_and_hold_brain_and_background(cache_dir: Pat
     assert np.array_equal(images, again_images) and np.array_equal(classes, again_classes)
 
 
+def test_mixed_validation_takes_its_heads_share_from_heads_and_the_rest_from_the_cache(cache_dir: Path) -> None:
+    overrides = {**QUICK_OVERRIDES, "data.cache_dir": str(cache_dir), "data.heads": "tissue"}
+    mixed = load_run_data(load_config(overrides={**overrides, "data.heads_fraction": 0.5}))
+    config = load_config(overrides={**overrides, "data.heads_fraction": 0.5}).generator
+    images, classes = validation_samples(mixed, config, 8)
+    head_images, head_classes = validation_samples(load_run_data(load_config(overrides=overrides)), config, 4)
+    cached_images, cached_classes = validation_samples(load_run_data(load_config(overrides={**QUICK_OVERRIDES, "data.cache_dir": str(cache_dir)})), config, 4)
+    assert images.shape == (8, 32, 32, 3) and classes.dtype == np.uint8
+    assert np.array_equal(images[:4], head_images) and np.array_equal(classes[:4], head_classes)  # round(8 * 0.5) from heads
+    assert np.array_equal(images[4:], cached_images) and np.array_equal(classes[4:], cached_classes)  # the rest as cached
+
+
+def test_mixing_cached_subjects_needs_targets_the_cache_holds(cache_dir: Path) -> None:
+    config = load_config(overrides={**QUICK_OVERRIDES, "data.cache_dir": str(cache_dir), "data.heads": "brain", "data.heads_fraction": 0.5})
+    with pytest.raises(ConfigError, match="heads_fraction 1 with data.heads=brain"):
+        load_run_data(config)
+
+
 @pytest.mark.slow
 def test_ensemble_members_train_as_separate_jobs_then_bundle(cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run_dir, options = tmp_path / "ensemble", ["--set", "training.epochs=1"]

@@ -34,6 +34,8 @@ class RunData:
         val: validation subjects (idem).
         heads: ``off``, or the target of fresh synthetic heads (``tissue`` or ``brain``, see `DataConfig.heads`).
         preprocessing: the recipe heads are prepared with (the run's input contract).
+        heads_fraction: share of batches and validation samples from the heads (`DataConfig.heads_fraction`).
+        cached_label_set: the cache's own label set (the cached batches' labels).
     """
 
     label_set: LabelSet
@@ -41,6 +43,8 @@ class RunData:
     val: list[Subject]
     heads: str = "off"
     preprocessing: Preprocessing | None = None
+    heads_fraction: float = 1.0
+    cached_label_set: LabelSet | None = None
 
 
 def run_label_set(config: Config) -> LabelSet:
@@ -60,11 +64,16 @@ def load_run_data(config: Config) -> RunData:
     path = build_cache(config)
     label_set = run_label_set(config) if config.data.heads != "off" else read_info(path).label_set
     preprocessing = Preprocessing.from_config(config.preprocess)
-    data = RunData(label_set, read_subjects(path, "train"), read_subjects(path, "val"), config.data.heads, preprocessing)
+    cached_label_set = read_info(path).label_set
+    if config.data.heads != "off" and config.data.heads_fraction < 1 and cached_label_set.num_classes != label_set.num_classes:
+        raise ConfigError(f"Expected data.heads_fraction 1 with data.heads={config.data.heads} (the cache holds {cached_label_set.name} "
+                          f"labels, not {label_set.name}). Received: heads_fraction={config.data.heads_fraction!r}")
+    data = RunData(label_set, read_subjects(path, "train"), read_subjects(path, "val"), config.data.heads, preprocessing,
+                   config.data.heads_fraction, cached_label_set)
     for split in ("train", "val"):
         if not getattr(data, split):
             raise DatasetError(f"{path}: no {split} subjects; a training run needs both train and val subjects")
-    heads = "" if data.heads == "off" else f"; fresh synthetic heads around them, {data.heads} targets"
+    heads = "" if data.heads == "off" else f"; fresh synthetic heads around them ({100 * data.heads_fraction:.0f} % of batches), {data.heads} targets"
     logger.info("data: %s, %d train / %d val subjects%s", path.name, len(data.train), len(data.val), heads)
     return data
 
@@ -72,7 +81,8 @@ def load_run_data(config: Config) -> RunData:
 def training_dataset(data: RunData, config: GeneratorConfig, encoding: TargetEncoding, initial_epoch: int) -> tf.data.Dataset:
     """The endless augmented stream whose n-th block of `steps_per_epoch` batches is generator epoch ``initial_epoch + n``."""
     if data.heads != "off":
-        dataset = make_head_dataset(data.train, config, data.preprocessing, encoding, data.heads, epoch=initial_epoch, repeat=True)  # type: ignore[arg-type]
+        dataset = make_head_dataset(data.train, config, data.preprocessing, encoding, data.heads, epoch=initial_epoch, repeat=True,  # type: ignore[arg-type]
+                                    heads_fraction=data.heads_fraction, cached_label_set=data.cached_label_set)
     else:
         dataset = make_dataset(data.train, data.label_set, config, encoding, epoch=initial_epoch, repeat=True)
     return _shard_by_data(dataset)
@@ -82,23 +92,26 @@ def validation_samples(data: RunData, config: GeneratorConfig, count: int) -> tu
     """`count` unaugmented samples from the validation subjects: images float32 (N, ...) and class maps uint8 (N, ...).
 
     Sample i is sample i of generator epoch `VALIDATION_EPOCH` (seed ``config.seed``), so every epoch,
-    both families and every ensemble member see the same samples.
+    both families and every ensemble member see the same samples. With heads, the first
+    ``round(count * heads_fraction)`` are cut from fixed heads (one per batch), the rest from the cached subjects.
 
     Raises:
         ConfigError: `count` < 1.
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"Expected training.validation_samples as an int >= 1. Received: validation_samples={count!r}")
-    if data.heads != "off":  # a fixed head per batch of the validation epoch (never shared between batches), samples unaugmented
+    from_heads = 0 if data.heads == "off" else count if data.heads_fraction >= 1 else round(count * data.heads_fraction)
+    parts = []
+    if from_heads:  # a fixed head per batch of the validation epoch (never shared between batches), samples unaugmented
         one_per_batch = dataclasses.replace(config, batches_per_head=1)
         heads = HeadSource(data.val, one_per_batch, data.preprocessing, data.heads, augment=False)  # type: ignore[arg-type]
-        batches = [heads.batch(VALIDATION_EPOCH, np.arange(first, first + config.batch_size)) for first in range(0, count, config.batch_size)]
-        return np.concatenate([b[0] for b in batches])[:count], np.concatenate([b[1] for b in batches])[:count].astype(np.uint8)
-    source = SampleSource(data.val, data.label_set, config, augment=False)
-    samples = [source.sample(VALIDATION_EPOCH, index) for index in range(count)]
-    images = np.stack([image for image, _ in samples])
-    classes = np.stack([labels for _, labels in samples]).astype(np.uint8)
-    return images, classes
+        batches = [heads.batch(VALIDATION_EPOCH, np.arange(first, first + config.batch_size)) for first in range(0, from_heads, config.batch_size)]
+        parts.append((np.concatenate([b[0] for b in batches])[:from_heads], np.concatenate([b[1] for b in batches])[:from_heads]))
+    if from_heads < count:  # the cached subjects as they are: sample i of the validation epoch
+        source = SampleSource(data.val, data.cached_label_set or data.label_set, config, augment=False)
+        samples = [source.sample(VALIDATION_EPOCH, index) for index in range(count - from_heads)]
+        parts.append((np.stack([image for image, _ in samples]), np.stack([labels for _, labels in samples])))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.uint8)
 
 
 def validation_dataset(data: RunData, config: GeneratorConfig, encoding: TargetEncoding, count: int) -> tf.data.Dataset:

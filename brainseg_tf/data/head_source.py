@@ -28,7 +28,7 @@ from brainseg_tf.data.encoding import TargetEncoding
 from brainseg_tf.data.pipeline import SampleSource, check_pipeline_config, dataset_from_source, steps_per_epoch
 from brainseg_tf.datasets.heads import head_brain_mask, head_to_tissue
 from brainseg_tf.datasets.synthetic_heads import scaled_brain, synthesize_head_subject
-from brainseg_tf.errors import DatasetError
+from brainseg_tf.errors import ConfigError, DatasetError
 from brainseg_tf.io import LabelMap
 from brainseg_tf.labels import BRAIN, TISSUE, LabelSet
 from brainseg_tf.preprocessing import Preprocessing
@@ -44,6 +44,8 @@ HEAD_STREAM = 7
 """Last entry of a head's seed: keeps head draws apart from the samples' ``(seed, epoch, index)`` streams."""
 _HEADS_KEPT = 4
 """Heads a source keeps for the batches that share them (`GeneratorConfig.batches_per_head`): tf.data draws a few batches at once."""
+MIX_STREAM = 2
+"""Appended to a batch's head seed to choose its source (`MixedSource`), apart from the head's own draws."""
 HEAD_AXIS_STREAM = 1
 """Appended to a head's seed for the batch's slice axis (``generator.random_slice_axis``), apart from the head's own draws."""
 
@@ -119,9 +121,7 @@ class HeadSource:
     def batch(self, first_epoch: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The samples at stream ``positions`` (one batch, as `SampleSource.batch`), all cut from one head,
         along ``generator.slice_axis``, or along a random axis per batch with ``generator.random_slice_axis``."""
-        per_epoch = steps_per_epoch(self.config) * self.config.batch_size
-        first = int(positions[0])
-        epoch, batch_index = first_epoch + first // per_epoch, (first % per_epoch) // self.config.batch_size
+        epoch, batch_index = batch_position(self.config, first_epoch, positions)
         sampling = self.config
         if self.config.random_slice_axis and self.config.mode == "slices":
             axis = int(self._rng(epoch, batch_index, HEAD_AXIS_STREAM).integers(3))
@@ -131,6 +131,47 @@ class HeadSource:
     def _rng(self, epoch: int, batch_index: int, stream: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, int(epoch), int(batch_index), HEAD_STREAM, stream] if stream else
                                      [self.config.seed, int(epoch), int(batch_index), HEAD_STREAM])
+
+
+def batch_position(config: GeneratorConfig, first_epoch: int, positions: np.ndarray) -> tuple[int, int]:
+    """(epoch, batch index within it) of the batch at stream ``positions`` (as `SampleSource.batch` counts them)."""
+    per_epoch = steps_per_epoch(config) * config.batch_size
+    first = int(positions[0])
+    return first_epoch + first // per_epoch, (first % per_epoch) // config.batch_size
+
+
+class MixedSource:
+    """Each batch from synthetic heads with probability ``heads_fraction``, else from the cached subjects as they
+    are; the choice is seeded by the batch's position (``[seed, epoch, batch, HEAD_STREAM, MIX_STREAM]``).
+
+    Heads teach what real data cannot show (the tissue around the brain that extraction leaves, other sizes,
+    resolutions and contrasts); the cached subjects keep a real scan's intensities and textures in view.
+
+    Raises:
+        ConfigError: ``heads_fraction`` outside [0, 1], or sources with different label sets or generator settings.
+    """
+
+    def __init__(self, heads: HeadSource, cached: SampleSource, cached_label_set: LabelSet, heads_fraction: float) -> None:
+        if isinstance(heads_fraction, bool) or not isinstance(heads_fraction, (int, float)) or not 0 <= heads_fraction <= 1:
+            raise ConfigError(f"Expected data.heads_fraction in [0, 1]. Received: {heads_fraction!r}")
+        if cached_label_set.num_classes != heads.label_set.num_classes:
+            raise ConfigError(f"Expected the cached subjects to hold the heads' targets ({heads.label_set.name}). "
+                              f"Received: label set {cached_label_set.name!r}")
+        if cached.config != heads.config:
+            raise ConfigError("Expected one generator configuration for the heads and the cached subjects. Received: two")
+        self.heads, self.cached, self.heads_fraction = heads, cached, float(heads_fraction)
+
+    def from_heads(self, epoch: int, batch_index: int) -> bool:
+        """Whether batch ``batch_index`` of ``epoch`` comes from the heads."""
+        if self.heads_fraction >= 1:
+            return True
+        return bool(self.heads._rng(epoch, batch_index, MIX_STREAM).random() < self.heads_fraction)
+
+    def batch(self, first_epoch: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The samples at stream ``positions`` (one batch, as `SampleSource.batch`), from one source."""
+        epoch, batch_index = batch_position(self.heads.config, first_epoch, positions)
+        source = self.heads if self.from_heads(epoch, batch_index) else self.cached
+        return source.batch(first_epoch, positions)
 
 
 def make_head_dataset(
@@ -143,15 +184,24 @@ def make_head_dataset(
     augment: bool = True,
     epoch: int = 0,
     repeat: bool = False,
+    heads_fraction: float = 1.0,
+    cached_label_set: LabelSet | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (inputs, targets) from fresh synthetic heads, for either family (see `make_dataset`).
+    """Batches of (inputs, targets) from fresh synthetic heads, for either family (see `make_dataset`); with
+    ``heads_fraction`` below 1 the other batches come from ``brains`` themselves, as cached (`MixedSource`;
+    their ``cached_label_set`` must be the target's).
 
     Raises:
         ConfigError: invalid settings or an encoding that does not fit the target's label set.
         DatasetError: no brains.
     """
-    source = HeadSource(brains, config, preprocessing, target, augment=augment)
-    dataset = dataset_from_source(source, source.label_set, config, encoding, epoch=epoch, repeat=repeat)
-    logger.info("generator: fresh heads around %d brains, %s targets (%s), %d batches of %d per epoch", len(brains), target, encoding.name,
-                steps_per_epoch(config), config.batch_size)
+    heads = HeadSource(brains, config, preprocessing, target, augment=augment)
+    source: HeadSource | MixedSource = heads
+    if heads_fraction < 1:
+        if cached_label_set is None:
+            raise ConfigError("Expected the cached subjects' label set with data.heads_fraction below 1. Received: none")
+        source = MixedSource(heads, SampleSource(brains, cached_label_set, config, augment=augment), cached_label_set, heads_fraction)
+    dataset = dataset_from_source(source, heads.label_set, config, encoding, epoch=epoch, repeat=repeat)
+    logger.info("generator: fresh heads around %d brains for %.0f %% of the batches, %s targets (%s), %d batches of %d per epoch",
+                len(brains), 100 * heads_fraction, target, encoding.name, steps_per_epoch(config), config.batch_size)
     return dataset

@@ -204,6 +204,8 @@ class TrainingConfig:
     deterministic: bool = False  # seeds + TensorFlow op determinism, for reproducible CPU runs
     seed: int = 0
     output_dir: str = "outputs/training"  # run folders (checkpoints, logs, bundles) go below
+    init_from: str | None = None  # fine-tuning: a bundle whose weights start a fresh run (a model bundle of the same family and
+    # classes; for ensemble members, an ensemble bundle: each member starts from its class's member). A resumed run ignores it
 
 
 @dataclass(frozen=True)

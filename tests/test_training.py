@@ -430,3 +430,49 @@ def test_learning_rate_schedule(schedule: str, epoch: float, expected: float) ->
 
     training = TrainingConfig(epochs=10, learning_rate=1e-3, learning_rate_schedule=schedule, final_learning_rate_fraction=0.05)
     assert learning_rate_at(epoch, training) == pytest.approx(expected, rel=1e-9)  # type: ignore[arg-type]
+
+
+def _tiny_bundle(root: Path, family: str, class_index: int | None, seed: int) -> Path:
+    from brainseg_tf.bundle import write_model_bundle
+    from brainseg_tf.labels import TISSUE
+    from brainseg_tf.models import build_segmenter
+
+    config = load_config(overrides=QUICK_OVERRIDES)
+    keras.utils.set_random_seed(seed)
+    model = build_segmenter(family, (None, None, 3), TISSUE.num_classes, config.model)
+    return write_model_bundle(root, model, family=family, label_set=TISSUE, config=config, metrics={}, class_index=class_index)
+
+
+def test_a_fresh_run_can_start_from_a_bundles_weights(tmp_path: Path) -> None:
+    from brainseg_tf.bundle import load_keras_model, write_ensemble_bundle
+    from brainseg_tf.labels import TISSUE
+
+    config = load_config(overrides=QUICK_OVERRIDES)
+    multiclass = _tiny_bundle(tmp_path / "mc", "multiclass", None, 1)
+    plan = training_run.NetworkPlan("multiclass", None, TISSUE, tmp_path / "run", tmp_path / "run" / "bundle")
+    fresh = training_run._new_model(plan, config)
+    started = training_run._new_model(plan, config.replace({"training.init_from": str(multiclass)}))
+    expected = load_keras_model(multiclass).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(started.get_weights(), expected))
+    assert not all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), expected))
+    assert started.optimizer is not None  # compiled, ready to train
+
+    members = [_tiny_bundle(tmp_path / f"m{i}", "single_class", i, 10 + i) for i in (1, 2, 3)]
+    ensemble = write_ensemble_bundle(tmp_path / "ens", members, label_set=TISSUE, config=config, metrics={})
+    member_plan = training_run.NetworkPlan("single_class", 2, TISSUE, tmp_path / "m", tmp_path / "m" / "bundle")
+    started = training_run._new_model(member_plan, config.replace({"training.init_from": str(ensemble)}))
+    expected = load_keras_model(members[1]).get_weights()  # class 2's member, not another's
+    assert all(np.array_equal(a, b) for a, b in zip(started.get_weights(), expected))
+
+
+def test_starting_from_a_bundle_of_other_networks_is_refused(tmp_path: Path) -> None:
+    from brainseg_tf.labels import TISSUE
+
+    config = load_config(overrides=QUICK_OVERRIDES)
+    member = _tiny_bundle(tmp_path / "csf", "single_class", 1, 0)
+    plan = training_run.NetworkPlan("multiclass", None, TISSUE, tmp_path / "run", tmp_path / "run" / "bundle")
+    with pytest.raises(ConfigError, match="init_from to hold a multiclass network"):
+        training_run._new_model(plan, config.replace({"training.init_from": str(member)}))
+    wider = config.replace({"model.base_filters": 8, "training.init_from": str(_tiny_bundle(tmp_path / "mc", "multiclass", None, 0))})
+    with pytest.raises(ConfigError, match="this run's architecture"):
+        training_run._new_model(plan, wider)

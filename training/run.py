@@ -11,6 +11,8 @@ A run folder holds::
 An ensemble's run folder holds one such folder per member under ``members/<class>``, and its own
 ``config.yaml`` and ``bundle/`` (written once every member's bundle exists).
 
+Fine-tuning: ``training.init_from`` starts a fresh run from a bundle's weights (`start_from_bundle`).
+
 Resuming: rerunning a command with the same run folder loads ``checkpoints/last.keras`` (weights,
 optimizer iterations and Adam moments) and continues at the epoch after the one ``state.json``
 records, with the generator's stream starting at that epoch's seed, the CSV log trimmed to the
@@ -223,7 +225,38 @@ def _new_model(plan: NetworkPlan, config: Config) -> keras.Model:
     generator = config.generator
     input_shape = (None, None, generator.channels) if generator.mode == "slices" else (None, None, None, 1)
     model = build_segmenter(plan.family, input_shape, plan.label_set.num_classes, config.model)  # type: ignore[arg-type]
+    if config.training.init_from:
+        start_from_bundle(model, plan, Path(config.training.init_from))
     return compile_segmenter(model, plan.family, config.model, config.training.learning_rate, plan.class_names)  # type: ignore[arg-type]
+
+
+def start_from_bundle(model: keras.Model, plan: NetworkPlan, path: Path) -> None:
+    """Copy the weights of the bundle at ``path`` into a freshly built ``model`` (``training.init_from``).
+
+    The bundle is verified and its Keras file loaded in safe mode (`load_keras_model`). A model bundle must be of
+    the plan's family, label set and class; an ensemble bundle gives a single-class plan its class's member.
+
+    Raises:
+        BundleError: the bundle fails verification or cannot be loaded.
+        ConfigError: the bundle's networks are not this run's (family, label set, class, or weight shapes).
+    """
+    from brainseg_tf.bundle import load_keras_model, read_bundle_info
+
+    info = read_bundle_info(path)
+    if info.kind == "ensemble":
+        chosen = [m for m in info.members if m.class_index == plan.class_index]
+        if plan.class_index is None or not chosen:
+            raise ConfigError(f"Expected training.init_from with a member for {plan.title}. Received: the ensemble bundle {path}")
+        info = chosen[0]
+    if (info.family, info.class_index, info.label_set) != (plan.family, plan.class_index, plan.label_set):
+        raise ConfigError(f"Expected training.init_from to hold a {plan.title} network on label set {plan.label_set.name!r}. "
+                          f"Received: {info.family} class {info.class_index} on {info.label_set.name!r} ({info.path})")
+    source = load_keras_model(info.path)
+    shapes = [tuple(w.shape) for w in source.get_weights()], [tuple(w.shape) for w in model.get_weights()]
+    if shapes[0] != shapes[1]:
+        raise ConfigError(f"Expected training.init_from to hold this run's architecture (config.model). Received: other weight shapes in {info.path}")
+    model.set_weights(source.get_weights())
+    logger.info("%s: starting from the weights of %s", plan.title, info.path)
 
 
 def _write_network_bundle(plan: NetworkPlan, config: Config, model: keras.Model, state: RunState) -> Path:

@@ -56,13 +56,18 @@ images:
 register:
 	$(PYTHON) docker/register.py
 
-# The committed default bundles: the brain extractor both share (about 20 min), then multi-class and ensemble for
-# the tissue label set (about 16 min with the dataset cache), the extractor attached to both; about 40 min on 2 CPU cores, resumable.
+# The committed default bundles: the brain extractor both share (about 20 min), multi-class and ensemble for the tissue
+# label set on the embedded subjects (about 16 min with the dataset cache), then both fine-tuned on synthetic heads cut as
+# the pipeline shows them (configs/finetune-heads.yaml, about 30 min), the extractor attached to both; about 70 min on
+# 2 CPU cores, every step resumable.
+TD := outputs/train-default
 train-default: $(STAMP)
-	$(PY) -m training single-class --label brain --config configs/train-brain-extractor.yaml --run-dir outputs/train-default/brain-extractor --bundle outputs/train-default/brain-extractor/bundle
-	$(PY) -m training multiclass --config configs/train-default.yaml --run-dir outputs/train-default/multiclass --bundle models/tissue-multiclass
-	$(PY) -m training ensemble --config configs/train-default.yaml --run-dir outputs/train-default/ensemble --bundle models/tissue-ensemble
-	$(PY) -m training attach-extractor --extractor outputs/train-default/brain-extractor/bundle models/tissue-multiclass models/tissue-ensemble
+	$(PY) -m training single-class --label brain --config configs/train-brain-extractor.yaml --run-dir $(TD)/brain-extractor --bundle $(TD)/brain-extractor/bundle
+	$(PY) -m training multiclass --config configs/train-default.yaml --run-dir $(TD)/multiclass --bundle $(TD)/multiclass/bundle
+	$(PY) -m training ensemble --config configs/train-default.yaml --run-dir $(TD)/ensemble --bundle $(TD)/ensemble/bundle
+	$(PY) -m training multiclass --config configs/finetune-heads.yaml --set training.init_from=$(TD)/multiclass/bundle --run-dir $(TD)/multiclass-heads --bundle models/tissue-multiclass
+	$(PY) -m training ensemble --config configs/finetune-heads.yaml --set training.init_from=$(TD)/ensemble/bundle --run-dir $(TD)/ensemble-heads --bundle models/tissue-ensemble
+	$(PY) -m training attach-extractor --extractor $(TD)/brain-extractor/bundle models/tissue-multiclass models/tissue-ensemble
 
 # The brain extractor alone (synthetic full heads, 2 mm; about 20 min on 2 CPU cores, resumable):
 # `python -m training attach-extractor --extractor $(EXTRACTOR)/bundle BUNDLE...` puts it into segmenter bundles.

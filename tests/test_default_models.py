@@ -21,14 +21,17 @@ from inference.segmenter import Segmenter
 ROOT = Path(__file__).resolve().parents[1]
 MULTICLASS, ENSEMBLE = ROOT / "models" / "tissue-multiclass", ROOT / "models" / "tissue-ensemble"
 MODELS_BUDGET_BYTES = 25_000_000  # the issue's 25 MB
-# bundle.json records Dice on 128 fixed 128x128 validation crops, centred on the brain, on the 1 mm
-# conformed grid. Here every held-out test subject is segmented whole, from its native file grid and
-# scored there, through the whole inference path (the brain extractor takes these skull-stripped
-# subjects by their exact zeros). docs/comparison.md, 2026-12-07 14:17 UTC: mean multi-class 0.787 /
-# 0.937 / 0.922, ensemble 0.844 / 0.936 / 0.936 against recorded 0.777 / 0.915 / 0.889 and 0.759 / 0.908
-# / 0.901. Thin CSF varies most between subjects and with the grid (sd 0.03-0.05 before the retraining),
-# gray and white matter by sd 0.01-0.02. So the mean over the test subjects must come within 0.10 of the
-# recorded CSF Dice and 0.05 of the others.
+# bundle.json records Dice on 128 fixed 128x128 validation crops on the 1 mm conformed grid: since the fine-tuning
+# on synthetic heads (configs/finetune-heads.yaml), half of them cut from heads, so they are lower than whole-volume
+# scores (multi-class 0.630 / 0.897 / 0.909, ensemble 0.523 / 0.892 / 0.921). Here every held-out test subject is
+# segmented whole, from its native file grid and scored there, through the whole inference path (the brain
+# extractor takes these skull-stripped subjects by their exact zeros), and the mean must come within the tolerance
+# of both the recorded Dice and the documented one (docs/comparison.md, `make compare`, 2026-12-07 16:41 UTC).
+# Thin CSF varies most between subjects and with the grid (sd 0.02-0.05), gray and white matter by sd 0.01-0.02.
+DOCUMENTED = {
+    "tissue-multiclass": {"CSF": 0.751, "gray matter": 0.939, "white matter": 0.932},
+    "tissue-ensemble": {"CSF": 0.836, "gray matter": 0.942, "white matter": 0.942},
+}
 TOLERANCE = {"CSF": 0.10, "gray matter": 0.05, "white matter": 0.05}
 
 pytestmark = pytest.mark.slow
@@ -48,13 +51,17 @@ def test_subjects() -> list[tuple]:
 
 
 def test_bundles_are_intact_small_and_trained_with_the_documented_config() -> None:
-    expected = load_config(ROOT / "configs" / "train-default.yaml")
+    # `make train-default`: trained on configs/train-default.yaml, then fine-tuned with configs/finetune-heads.yaml
+    # from that first bundle (training.init_from, a path that differs between machines, so only its presence counts).
+    expected = load_config(ROOT / "configs" / "finetune-heads.yaml")
     for path, family in [(MULTICLASS, "multiclass"), (ENSEMBLE, "single_class")]:
         info = read_bundle_info(path)  # verifies every sha256 first
         assert info.family == family and info.label_set == TISSUE
         # The recorded config, with the defaults of sections added since filled in; inference settings are
         # not part of training (they are today's defaults, not those recorded when the bundle was written).
-        assert _training_part(from_dict(Config, info.config)) == _training_part(expected)
+        recorded = from_dict(Config, info.config)
+        assert recorded.training.init_from, f"{path.name}: not fine-tuned from a first-stage bundle"
+        assert _training_part(recorded) == _training_part(expected)
     assert [m.class_index for m in read_bundle_info(ENSEMBLE).members] == [1, 2, 3]
     # Both carry the one brain extractor `make train-default` trains first (configs/train-brain-extractor.yaml).
     extractors = [read_bundle_info(path).brain_extractor for path in (MULTICLASS, ENSEMBLE)]
@@ -66,7 +73,7 @@ def test_bundles_are_intact_small_and_trained_with_the_documented_config() -> No
 
 
 def _training_part(config: Config) -> Config:
-    return dataclasses.replace(config, inference=InferenceConfig())
+    return dataclasses.replace(config, inference=InferenceConfig(), training=dataclasses.replace(config.training, init_from=None))
 
 
 @pytest.mark.parametrize("bundle", [MULTICLASS, ENSEMBLE], ids=["multiclass", "ensemble"])
@@ -78,5 +85,5 @@ def test_bundle_reaches_its_recorded_dice_on_the_held_out_subjects(bundle: Path,
     for index in TISSUE.foreground_classes:
         name = TISSUE.names[index]
         mean = float(np.mean([s[index] for s in scores]))
-        target = float(recorded[f"val_dice_{class_slug(name)}"])
-        assert mean >= target - TOLERANCE[name], f"{name}: mean Dice {mean:.3f}, recorded {target:.3f}"
+        target = max(float(recorded[f"val_dice_{class_slug(name)}"]), DOCUMENTED[bundle.name][name])
+        assert mean >= target - TOLERANCE[name], f"{name}: mean Dice {mean:.3f}, recorded or documented {target:.3f}"

@@ -10,7 +10,7 @@ from test_heads import synthetic_brain
 
 from brainseg_tf.config import Config
 from brainseg_tf.data.encoding import TargetEncoding
-from brainseg_tf.data.head_source import HeadSource, MixedSource, make_head_dataset
+from brainseg_tf.data.head_source import HEAD_AXIS_STREAM, HeadSource, MixedSource, batch_rng, make_head_dataset
 from brainseg_tf.data.pipeline import SampleSource
 from brainseg_tf.datasets.cache import Subject
 from brainseg_tf.errors import ConfigError, DatasetError
@@ -82,7 +82,7 @@ def test_all_slice_axes_draws_each_batch_along_a_seeded_axis(brains: list[Subjec
         positions = np.arange(2 * batch, 2 * batch + 2)
         images, _ = source.batch(0, positions)
         assert np.array_equal(images, source.batch(0, positions)[0])  # seeded
-        axis = int(source._rng(0, batch, 1).integers(3))
+        axis = int(batch_rng(config.seed, 0, batch, HEAD_AXIS_STREAM).integers(3))
         axes.add(axis)
         fixed = HeadSource(brains, Config().replace({"generator.slice_shape": [32, 32], "generator.batch_size": 2,
                                                      "generator.samples_per_epoch": 24, "generator.slice_axis": axis}).generator,

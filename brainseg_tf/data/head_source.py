@@ -129,8 +129,14 @@ class HeadSource:
         return SampleSource([self.head(epoch, batch_index)], self.label_set, sampling, augment=self.augment).batch(first_epoch, positions)
 
     def _rng(self, epoch: int, batch_index: int, stream: int = 0) -> np.random.Generator:
-        return np.random.default_rng([self.config.seed, int(epoch), int(batch_index), HEAD_STREAM, stream] if stream else
-                                     [self.config.seed, int(epoch), int(batch_index), HEAD_STREAM])
+        return batch_rng(self.config.seed, epoch, batch_index, stream)
+
+
+def batch_rng(seed: int, epoch: int, batch_index: int, stream: int = 0) -> np.random.Generator:
+    """The generator of batch (or head) ``batch_index`` of ``epoch``: ``[seed, epoch, index, HEAD_STREAM]``, with
+    ``stream`` appended when nonzero (`HEAD_AXIS_STREAM`, `MIX_STREAM`) so those draws stay apart from the head's."""
+    key = [int(seed), int(epoch), int(batch_index), HEAD_STREAM]
+    return np.random.default_rng([*key, int(stream)] if stream else key)
 
 
 def batch_position(config: GeneratorConfig, first_epoch: int, positions: np.ndarray) -> tuple[int, int]:
@@ -165,7 +171,7 @@ class MixedSource:
         """Whether batch ``batch_index`` of ``epoch`` comes from the heads."""
         if self.heads_fraction >= 1:
             return True
-        return bool(self.heads._rng(epoch, batch_index, MIX_STREAM).random() < self.heads_fraction)
+        return bool(batch_rng(self.heads.config.seed, epoch, batch_index, MIX_STREAM).random() < self.heads_fraction)
 
     def batch(self, first_epoch: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The samples at stream ``positions`` (one batch, as `SampleSource.batch`), from one source."""

@@ -4,7 +4,8 @@ The real-heads engine (`brainseg_tf.datasets.synthetic_heads`) behind the genera
 ``b`` of epoch ``e`` picks a brain among the training subjects and grows and images one head with
 ``np.random.default_rng([seed, e, b, HEAD_STREAM])`` (with ``generator.batches_per_head`` k, batches
 ``b`` share head ``b // k``, drawn once; the brain scaled by a random ``heads.brain_scale`` when one is
-set); the head is prepared by the networks' input contract (`brainseg_tf.preprocessing.Preprocessing`: RAS+ at its voxel size, intensities normalised),
+set); the head is prepared by the networks' input contract (`brainseg_tf.preprocessing.Preprocessing`:
+RAS+ at its voxel size, intensities normalised),
 then its samples are cut, augmented and seeded exactly as `brainseg_tf.data.pipeline.SampleSource`
 does for cached subjects (sample ``i`` of epoch ``e`` from ``(seed, e, i)``). Targets are the head's
 brain tissue classes (``TISSUE``: everything outside the brain is background) or its brain mask

@@ -125,6 +125,19 @@ def test_a_brain_scale_range_draws_smaller_and_larger_brains(brains: list[Subjec
     assert min(ratios) < 0.8 and max(ratios) > 1.1 and all(0.6**3 * 0.8 < r < 1.2**3 * 1.2 for r in ratios), ratios
 
 
+def test_a_brain_aspect_jitter_changes_the_brains_proportions_and_none_keeps_the_recipe(brains: list[Subject]) -> None:
+    jittered = Config().replace({"generator.slice_shape": [32, 32], "generator.batch_size": 4, "generator.samples_per_epoch": 8,
+                                 "generator.heads.brain_aspect_jitter": 0.3}).generator
+    plain, again, jitter = (HeadSource(brains[:1], c, RECIPE, "brain") for c in (CONFIG, CONFIG, jittered))
+    assert np.array_equal(plain.head(0, 0).classes, again.head(0, 0).classes)
+    aspects = []
+    for b in range(4):
+        extents = [np.ptp(np.argwhere(source.head(0, b).classes > 0), axis=0).astype(float) for source in (jitter, plain)]
+        ratio = extents[0] / extents[1]
+        aspects.append(ratio.max() / ratio.min())
+    assert max(aspects) > 1.15 and all(a < (1.3 / 0.7) * 1.2 for a in aspects), aspects
+
+
 @pytest.mark.parametrize("value", [0, -1, True, 1.5])
 def test_batches_per_head_must_be_a_positive_int(brains: list[Subject], value: object) -> None:
     config = dataclasses.replace(CONFIG, batches_per_head=value)

@@ -361,6 +361,14 @@ def test_a_generator_is_required(brain4: LabelMap) -> None:
         {"shape_warp": 0.5},
         {"neck_pitch_deg": -1.0},
         {"neck_length_mm": -5.0},
+        {"brain_aspect_jitter": 0.51},
+        {"brain_aspect_jitter": -0.1},
+        {"tissue_split_probability": 1.5},
+        {"tissue_parts": 0},
+        {"tissue_parts": 9},
+        {"tissue_parts": True},
+        {"tissue_parts": 2.0},
+        {"tissue_part_spacing_mm": (0.0, 4.0)},
     ],
     ids=lambda change: next(iter(change)),
 )
@@ -368,6 +376,11 @@ def test_out_of_range_config_values_are_refused_by_name(change: dict, brain4: La
     name = next(iter(change))
     with pytest.raises(ConfigError, match=f"heads.{name}"):
         build_head(brain4, np.random.default_rng(0), dataclasses.replace(HeadConfig(), **change))
+
+
+def test_the_edges_of_the_image_settings_ranges_are_accepted(brain4: LabelMap) -> None:
+    edges = HeadConfig(brain_aspect_jitter=0.5, tissue_split_probability=1.0, tissue_parts=8, tissue_part_spacing_mm=(0.1, 0.1))
+    assert build_head(brain4, np.random.default_rng(0), edges).shape == build_head(brain4, np.random.default_rng(0)).shape
 
 
 def test_head_config_lives_in_the_generator_config() -> None:

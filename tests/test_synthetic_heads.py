@@ -12,7 +12,17 @@ from test_heads import synthetic_brain
 from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.errors import ConfigError
 from brainseg_tf.datasets import heads
-from brainseg_tf.datasets.synthetic_heads import SAME_TISSUE, T1_PRIORS, grow_head, scaled_brain, stripped_region, synthesize_head_subject
+from brainseg_tf.datasets.synthetic_heads import (
+    PART_STRIDE,
+    SAME_TISSUE,
+    T1_PRIORS,
+    UNSPLIT_TISSUES,
+    grow_head,
+    scaled_brain,
+    split_tissues,
+    stripped_region,
+    synthesize_head_subject,
+)
 from brainseg_tf.io import Image, LabelMap
 
 
@@ -134,3 +144,47 @@ def test_labels_of_one_tissue_share_their_contrast_in_an_image() -> None:
             if label in median and tissue in median:
                 assert median[label] == pytest.approx(median[tissue], rel=0.02, abs=1e-3), (label, tissue)
         assert abs(median[heads.GRAY_MATTER] - median[heads.BRAIN_CSF]) > 1e-3  # untied labels differ
+
+
+def test_a_brain_scaled_per_axis_changes_each_extent_by_its_own_factor() -> None:
+    brain = synthetic_brain(2.0)
+    scaled = scaled_brain(brain, (0.8, 1.0, 1.2))
+    extents = [np.ptp(np.argwhere(v.array > 0), axis=0) * 2.0 for v in (scaled, brain)]
+    assert np.allclose(extents[0] / extents[1], (0.8, 1.0, 1.2), atol=0.06), extents
+    with pytest.raises(ValueError, match="brain scale factor > 0"):
+        scaled_brain(brain, (1.0, 0.0, 1.0))
+
+
+def _head_tissues(seed: int = 0) -> np.ndarray:
+    labels = grow_head(synthetic_brain(4.0), np.random.default_rng(seed), HeadConfig())
+    return np.array([SAME_TISSUE.get(v, v) for v in range(len(heads.HEAD_LABELS))], np.uint8)[labels.array]
+
+
+def test_split_tissues_cut_every_tissue_outside_the_brain_into_equal_seeded_parts() -> None:
+    tissues = _head_tissues()
+    config = HeadConfig(tissue_parts=3)
+    split = split_tissues(tissues, (4.0, 4.0, 4.0), np.random.default_rng(1), config)
+    assert split.dtype == np.uint8 and split.shape == tissues.shape
+    assert np.array_equal(split % PART_STRIDE, tissues)  # every part keeps its tissue's prior
+    whole = np.isin(tissues, tuple(UNSPLIT_TISSUES))
+    assert np.array_equal(split[whole], tissues[whole]) and whole.any()
+    parts = np.bincount(split[~whole] // PART_STRIDE, minlength=3)
+    assert len(parts) == 3 and parts.min() / parts.sum() > 0.25, parts  # equal shares over the split voxels
+    assert np.array_equal(split, split_tissues(tissues, (4.0, 4.0, 4.0), np.random.default_rng(1), config))
+    assert not np.array_equal(split, split_tissues(tissues, (4.0, 4.0, 4.0), np.random.default_rng(2), config))
+    assert split_tissues(tissues, (4.0, 4.0, 4.0), np.random.default_rng(1), HeadConfig(tissue_parts=1)) is tissues
+
+
+def test_split_images_vary_outside_the_brain_and_unsplit_ones_keep_their_recipe() -> None:
+    """With the split always on, the fat under the scalp shows several contrasts; at probability 0 nothing is drawn for it."""
+    quiet = _config(prior_probability=1.0, bias_strength_range=(0.0, 0.0), snr_range=(1000.0, 1000.0), thick_slice_probability=0.0,
+                    partial_volume_sigma_range=(0.0, 0.0), smooth_variation_fraction=0.0, gamma_log_std=0.0)
+    split = dataclasses.replace(quiet, heads=HeadConfig(tissue_split_probability=1.0, tissue_parts=4))
+    never = dataclasses.replace(quiet, heads=HeadConfig(tissue_split_probability=0.0, tissue_parts=4))
+    brain = synthetic_brain(4.0)
+    plain_image, labels = synthesize_head_subject(brain, np.random.default_rng(5), quiet)
+    never_image, _ = synthesize_head_subject(brain, np.random.default_rng(5), never)
+    split_image, split_labels = synthesize_head_subject(brain, np.random.default_rng(5), split)
+    assert np.array_equal(plain_image.array, never_image.array) and np.array_equal(labels.array, split_labels.array)
+    fat = labels.array == heads.SUBCUTANEOUS_FAT
+    assert np.ptp(split_image.array[fat]) > 2 * np.ptp(plain_image.array[fat])

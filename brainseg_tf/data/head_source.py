@@ -4,7 +4,7 @@ The real-heads engine (`brainseg_tf.datasets.synthetic_heads`) behind the genera
 ``b`` of epoch ``e`` picks a brain among the training subjects and grows and images one head with
 ``np.random.default_rng([seed, e, b, HEAD_STREAM])`` (with ``generator.batches_per_head`` k, batches
 ``b`` share head ``b // k``, drawn once; the brain scaled by a random ``heads.brain_scale`` when one is
-set); the head is prepared by the networks' input contract (`brainseg_tf.preprocessing.Preprocessing`:
+set, each axis by up to ``heads.brain_aspect_jitter`` more); the head is prepared by the networks' input contract (`brainseg_tf.preprocessing.Preprocessing`:
 RAS+ at its voxel size, intensities normalised),
 then its samples are cut, augmented and seeded exactly as `brainseg_tf.data.pipeline.SampleSource`
 does for cached subjects (sample ``i`` of epoch ``e`` from ``(seed, e, i)``). Targets are the head's
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import tensorflow as tf
 
-from brainseg_tf.config import GeneratorConfig
+from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.data.encoding import TargetEncoding
 from brainseg_tf.data.pipeline import SampleSource, check_pipeline_config, dataset_from_source, steps_per_epoch
 from brainseg_tf.datasets.heads import head_brain_mask, head_to_tissue
@@ -110,9 +110,7 @@ class HeadSource:
         rng = self._rng(epoch, head_index)
         brain = self.brains[int(rng.integers(len(self.brains)))]
         brain_map = LabelMap(np.asarray(brain.classes, np.int32), brain.affine)
-        low, high = self.config.heads.brain_scale
-        if high > low or low != 1.0:
-            brain_map = scaled_brain(brain_map, float(rng.uniform(low, high)))
+        brain_map = _drawn_brain(brain_map, rng, self.config.heads)
         grid = self.preprocessing.prepare_label_map(brain_map)
         image, labels = synthesize_head_subject(grid, rng, self.config)
         prepared = self.preprocessing.prepare(image)
@@ -131,6 +129,16 @@ class HeadSource:
 
     def _rng(self, epoch: int, batch_index: int, stream: int = 0) -> np.random.Generator:
         return batch_rng(self.config.seed, epoch, batch_index, stream)
+
+
+def _drawn_brain(brain: LabelMap, rng: np.random.Generator, config: HeadConfig) -> LabelMap:
+    """The brain at a size drawn from ``config.brain_scale``, each axis then changed by up to ``brain_aspect_jitter``
+    (relative); nothing is drawn for a setting left at its default, so older recipes keep their draws."""
+    low, high = config.brain_scale
+    factor: float | tuple[float, ...] = float(rng.uniform(low, high)) if (high > low or low != 1.0) else 1.0
+    if config.brain_aspect_jitter > 0:
+        factor = tuple(factor * (1.0 + rng.uniform(-config.brain_aspect_jitter, config.brain_aspect_jitter, 3)))
+    return brain if factor == 1.0 else scaled_brain(brain, factor)
 
 
 def batch_rng(seed: int, epoch: int, batch_index: int, stream: int = 0) -> np.random.Generator:

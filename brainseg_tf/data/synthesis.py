@@ -65,6 +65,7 @@ __all__ = [
     "draw_label_intensities",
     "simulate_acquisition",
     "synthesize_image",
+    "unit_smooth_field",
 ]
 
 
@@ -266,7 +267,7 @@ def _label_intensities(
     variation = gaussian_noise(rng, labels.shape)
     fraction = config.smooth_variation_fraction
     if fraction > 0:
-        smooth = _unit_smooth_field(labels.shape, config.smooth_variation_spacing_mm / float(canvas.min()), rng)
+        smooth = unit_smooth_field(labels.shape, config.smooth_variation_spacing_mm / float(canvas.min()), rng)
         variation = np.float32(np.sqrt(1 - fraction)) * variation + np.float32(np.sqrt(fraction)) * smooth
     image = np.take(std_table, labels)
     image *= variation
@@ -406,7 +407,7 @@ def add_rician_noise(
     return np.hypot(real, gaussian_noise(rng, image.shape) * sigma)
 
 
-def _unit_smooth_field(shape: tuple[int, ...], spacing: float, rng: np.random.Generator) -> np.ndarray:
+def unit_smooth_field(shape: tuple[int, ...], spacing: float, rng: np.random.Generator) -> np.ndarray:
     """A cubic B-spline field of standard normal control values, scaled to unit std over the grid (float32)."""
     field = SmoothField.random(rng, shape, max(spacing, 1.0), channels=1)
     values = field.evaluate([np.arange(n, dtype=np.float32) for n in shape])[0]

@@ -397,6 +397,9 @@ def _check_config(config: HeadConfig) -> None:
         "neck_pitch_deg": ("in [0, 45]", lambda v: 0 <= v <= 45),
         "neck_length_mm": (">= 0", lambda v: v >= 0),
         "stripped_probability": ("in [0, 1]", lambda v: 0 <= v <= 1),
+        "brain_aspect_jitter": ("in [0, 0.5]", lambda v: 0 <= v <= 0.5),
+        "tissue_split_probability": ("in [0, 1]", lambda v: 0 <= v <= 1),
+        "tissue_parts": ("an integer in [1, 8]", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8),
     }
     for item in fields(config):
         value = getattr(config, item.name)
@@ -415,7 +418,7 @@ def _check_config(config: HeadConfig) -> None:
             raise ConfigError(f"Expected generator.heads.{item.name} {expected}. Received: {value!r}")
 
 
-_POSITIVE_RANGES = frozenset({"face_scale", "brain_scale"})
+_POSITIVE_RANGES = frozenset({"face_scale", "brain_scale", "tissue_part_spacing_mm"})
 
 
 def _is_range(value: object, strictly_positive: bool) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainseg_tf.config import GeneratorConfig, HeadConfig
-from brainseg_tf.data.synthesis import IntensityPrior, synthesize_image
+from brainseg_tf.data.synthesis import IntensityPrior, synthesize_image, unit_smooth_field
 from brainseg_tf.datasets import heads
 from brainseg_tf.errors import ConfigError
 from brainseg_tf.geometry import conform
@@ -78,6 +78,14 @@ SAME_TISSUE: dict[int, int] = {
 priors are not drawn). Labels stay apart in the label map and the targets; only the contrast is tied."""
 _CONTRAST_LUT = np.array([SAME_TISSUE.get(value, value) for value, _ in heads.HEAD_LABELS], dtype=np.uint8)
 
+PART_STRIDE = 32
+"""Label value step between the parts of one tissue (`split_tissues`): part ``k`` of tissue ``t`` is ``t + k * PART_STRIDE``."""
+UNSPLIT_TISSUES = frozenset({heads.AIR, *heads.BRAIN_LABELS})
+"""Tissue values `split_tissues` leaves whole: air, and the brain's classes with the CSF imaged like them (the brain's edge
+is to be found by shape)."""
+_PART_PRIORS: dict[int, IntensityPrior] = {value + k * PART_STRIDE: prior for value, prior in T1_PRIORS.items() for k in range(8)}
+assert len(heads.HEAD_LABELS) <= PART_STRIDE and max(_PART_PRIORS) <= np.iinfo(np.uint8).max
+
 CRANIUM_CONTEXT_MM = 12.0
 """How far beyond the largest stripping margin the cranial layers reach when every head is stripped: thick
 slices and blur near the cut then mix in skull and scalp, as on a whole head, not air."""
@@ -99,16 +107,45 @@ def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: G
         ValueError: a brain `build_head` refuses.
         ConfigError: a setting out of range.
     """
-    head_rng, image_rng, strip_rng = rng.spawn(3)  # the first two are what spawn(2) gave before stripping existed
+    head_rng, image_rng, strip_rng, split_rng = rng.spawn(4)  # spawn(n) extends spawn(n - 1): older recipes keep their draws
     labels = grow_head(brain, head_rng, config.heads)
     voxel_size = tuple(float(s) for s in labels.voxel_size)
     tissues = _CONTRAST_LUT[np.asarray(labels.array)]  # labels of one tissue share its contrast (SAME_TISSUE)
-    image = synthesize_image(tissues, voxel_size, T1_PRIORS, image_rng, config.synthesis)  # type: ignore[arg-type]
+    if config.heads.tissue_split_probability > 0 and split_rng.random() < config.heads.tissue_split_probability:
+        tissues = split_tissues(tissues, voxel_size, split_rng, config.heads)
+    image = synthesize_image(tissues, voxel_size, _PART_PRIORS, image_rng, config.synthesis)  # type: ignore[arg-type]
     kept = stripped_region(labels, strip_rng, config.heads)
     if kept is not None:
         image = np.where(kept, image, 0.0).astype(image.dtype)
         labels = labels.with_array(np.where(kept, labels.array, heads.AIR).astype(np.asarray(labels.array).dtype))
     return Image(image, labels.affine), labels
+
+
+def split_tissues(tissues: np.ndarray, voxel_size: tuple[float, float, float], rng: np.random.Generator, config: HeadConfig) -> np.ndarray:
+    """Tissues outside the brain cut into ``config.tissue_parts`` parts, each imaged with a contrast of its own.
+
+    Real tissue around the brain is not uniform (fascia, marrow, glands, vessels), and a network that only saw
+    uniform tissue there can take anything textured for "not brain" and anything smooth for brain. One smooth
+    random field (control points every ``tissue_part_spacing_mm``, drawn per image) is cut at its quantiles over
+    the split voxels into equal shares; part ``k`` of tissue ``t`` becomes ``t + k * PART_STRIDE``, imaged from
+    ``t``'s prior. Air, the brain's classes and the CSF tied to them (`UNSPLIT_TISSUES`) stay whole.
+
+    Args:
+        tissues: uint8 contrast labels (generation labels after `SAME_TISSUE`), values below `PART_STRIDE`.
+        voxel_size: mm along the array axes.
+        rng: the image's split generator.
+        config: ``tissue_parts`` and ``tissue_part_spacing_mm``.
+    """
+    parts = config.tissue_parts
+    split = ~np.isin(tissues, tuple(UNSPLIT_TISSUES))
+    if parts <= 1 or not split.any():
+        return tissues
+    spacing = float(rng.uniform(*config.tissue_part_spacing_mm)) / float(min(voxel_size))
+    field = unit_smooth_field(tissues.shape, spacing, rng)
+    inside = field[split]
+    cuts = np.quantile(inside[:: max(1, inside.size // 200_000)], np.arange(1, parts) / parts)
+    part = np.digitize(field, cuts).astype(np.uint8)
+    return np.where(split, tissues + part * np.uint8(PART_STRIDE), tissues).astype(np.uint8)
 
 
 def grow_head(brain: LabelMap, rng: np.random.Generator, config: HeadConfig) -> LabelMap:
@@ -129,17 +166,19 @@ def grow_head(brain: LabelMap, rng: np.random.Generator, config: HeadConfig) -> 
     return heads.build_cranium(brain, rng, config, float(config.stripped_margin_mm[1]) + CRANIUM_CONTEXT_MM)
 
 
-def scaled_brain(brain: LabelMap, factor: float) -> LabelMap:
-    """The brain scaled by ``factor`` about its centroid in world space, back on a grid of its own voxel size
-    (nearest): a child's brain from an adult's (the realistic-heads suite, `HeadConfig.brain_scale`)."""
-    if not (np.isfinite(factor) and factor > 0):
-        raise ValueError(f"Expected a brain scale factor > 0. Received: factor={factor!r}")
+def scaled_brain(brain: LabelMap, factor: float | tuple[float, float, float]) -> LabelMap:
+    """The brain scaled by ``factor`` (one for all world axes, or one per world axis R, A, S) about its centroid
+    in world space, back on a grid of its own voxel size (nearest): a child's brain from an adult's (the
+    realistic-heads suite, `HeadConfig.brain_scale`), or a brain of other proportions (`HeadConfig.brain_aspect_jitter`)."""
+    factors = np.broadcast_to(np.asarray(factor, dtype=np.float64), (3,))
+    if not (np.all(np.isfinite(factors)) and np.all(factors > 0)):
+        raise ValueError(f"Expected a brain scale factor > 0 (one, or one per axis). Received: factor={factor!r}")
     array = np.asarray(brain.array)
     affine = np.asarray(brain.affine, dtype=np.float64)
     centre = (affine[:3, :3] @ np.argwhere(array > 0).T.astype(np.float64)).mean(axis=1) + affine[:3, 3]
     about = np.eye(4)
-    about[:3, :3] *= factor
-    about[:3, 3] = centre * (1 - factor)  # x -> centre + factor * (x - centre)
+    about[:3, :3] = np.diag(factors)
+    about[:3, 3] = centre * (1 - factors)  # x -> centre + factor * (x - centre), per world axis
     scaled, _ = conform(LabelMap(array, about @ affine), float(brain.voxel_size.mean()))
     return LabelMap(np.ascontiguousarray(scaled.array), scaled.affine)
 

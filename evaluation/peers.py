@@ -63,7 +63,8 @@ class PeersOptions:
 
     Attributes:
         multiclass, ensemble: our two bundles.
-        n_heads, variants, seed: the realistic-heads cases (`head_cases`); default the ``as-is`` head only.
+        n_heads, variants, seed: the realistic-heads cases (`head_cases`); default each head as it is and with its
+            brain's own template intensities ("template brain": one Gaussian per label is a mixture model's best case).
         extractors: among `EXTRACTORS`; tissue: among `TISSUE_METHODS`.
         venv: the peers' venv (created and filled from `REQUIREMENTS` when missing or stale).
         install: create / update the venv; False: use it as it is.
@@ -75,7 +76,7 @@ class PeersOptions:
     multiclass: Path = Path("models/tissue-multiclass")
     ensemble: Path = Path("models/tissue-ensemble")
     n_heads: int = 2
-    variants: tuple[str, ...] = ("as-is",)
+    variants: tuple[str, ...] = ("as-is", "template brain")
     seed: int = 0
     extractors: tuple[str, ...] = EXTRACTORS
     tissue: tuple[str, ...] = TISSUE_METHODS

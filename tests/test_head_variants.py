@@ -11,7 +11,7 @@ from brainseg_tf.config import QUICK_OVERRIDES, Config, load_config
 from brainseg_tf.io import Image, LabelMap, load_image, load_label_map
 from evaluation import head_transforms as ht
 from evaluation import head_variants as hv
-from evaluation.head_variants import FLAGGED, VARIANTS, HeadCase, brain_cases, head_cases, write_case
+from evaluation.head_variants import FLAGGED, TEMPLATE_BRAIN, VARIANTS, HeadCase, HeldOutBrain, brain_cases, head_cases, write_case
 
 VOXEL = 2.0  # the tiny brains' voxel: every variant grid scales with it (the suite's heads are at 1 mm)
 CSF, GM, WM = 1, 2, 3
@@ -33,10 +33,19 @@ def tiny_brain(radii: tuple[float, float, float] = (22.0, 25.0, 19.0), centre: t
     return LabelMap(labels, affine)
 
 
+def tiny_brain_image(brain: LabelMap) -> Image:
+    """The brain's own image, as a template's: smooth tissue intensities (CSF 0.3, GM 0.6, WM 1.0), 0 outside, on its grid."""
+    from scipy import ndimage
+
+    levels = np.array([0.0, 0.3, 0.6, 1.0], np.float32)[np.asarray(brain.array)]
+    return Image(np.where(brain.array > 0, ndimage.gaussian_filter(levels, 0.7), 0.0).astype(np.float32), brain.affine)
+
+
 @pytest.fixture(scope="module")
 def cases() -> dict[str, HeadCase]:
     """Every variant of one head around the tiny brain, seed 0 (about a second)."""
-    return {case.variant: case for case in brain_cases(tiny_brain(), subject_id="tiny")}
+    brain = tiny_brain()
+    return {case.variant: case for case in brain_cases(brain, subject_id="tiny", brain_image=tiny_brain_image(brain))}
 
 
 def world(volume: Image | LabelMap, indices: np.ndarray) -> np.ndarray:
@@ -55,7 +64,7 @@ def brain_ml(case: HeadCase) -> float:
 
 
 def test_variants_come_in_order_with_unique_file_safe_names_and_flags(cases: dict[str, HeadCase]) -> None:
-    assert tuple(cases) == VARIANTS and len(VARIANTS) == 17
+    assert tuple(cases) == VARIANTS and len(VARIANTS) == 18 and VARIANTS[-1] == TEMPLATE_BRAIN
     names = [case.name for case in cases.values()]
     assert len(set(names)) == len(names) and all(name.replace("-", "").replace(".", "").isalnum() for name in names)
     assert {v for v, case in cases.items() if case.expect_flagged} == FLAGGED == {"T2-like", "noise", "empty"}
@@ -213,6 +222,28 @@ def test_transforms_refuse_grids_that_are_not_ras() -> None:
 # --- seeds, laziness, arguments, files -------------------------------------------------------------------
 
 
+def test_template_brain_images_the_brain_with_its_own_intensities_and_keeps_the_head(cases: dict[str, HeadCase]) -> None:
+    base, template = cases["as-is"], cases[TEMPLATE_BRAIN]
+    assert np.array_equal(template.tissue.array, base.tissue.array) and np.array_equal(template.image.affine, base.image.affine)
+    inside = base.brain_mask.array > 0
+    assert np.array_equal(template.image.array[~inside], base.image.array[~inside])
+    white = base.tissue.array == WM
+    assert np.median(template.image.array[white]) == pytest.approx(np.median(base.image.array[white]), rel=0.05)
+    own = hv._placed(tiny_brain_image(tiny_brain()), LabelMap(base.tissue.array, base.tissue.affine))  # the template on the head's grid
+    assert np.corrcoef(template.image.array[inside], own[inside])[0, 1] > 0.8
+    assert not template.expect_flagged and template.params["white_matter_scale"] > 0
+
+
+def test_template_brain_needs_the_brains_own_image_on_its_grid() -> None:
+    brain = tiny_brain()
+    with pytest.raises(ValueError, match="Expected brain_image .*Received: none"):
+        brain_cases(brain, subject_id="tiny", variants=[TEMPLATE_BRAIN])
+    shifted = Image(tiny_brain_image(brain).array[1:], brain.affine)
+    with pytest.raises(ValueError, match="on the brain's grid"):
+        brain_cases(brain, subject_id="tiny", variants=[TEMPLATE_BRAIN], brain_image=shifted)
+    assert next(brain_cases(brain, subject_id="tiny", variants=["as-is"])).variant == "as-is"  # other variants need no image
+
+
 def test_a_seed_gives_the_same_cases_whatever_other_variants_are_asked_for(cases: dict[str, HeadCase]) -> None:
     chosen = ("Rician SNR 10", "child 0.8x", "rotated 20deg")
     again = list(brain_cases(tiny_brain(), subject_id="tiny", variants=chosen))
@@ -227,7 +258,7 @@ def test_a_seed_gives_the_same_cases_whatever_other_variants_are_asked_for(cases
 
 def test_head_cases_is_lazy_and_cycles_through_the_test_brains(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    brains = [("a", tiny_brain()), ("b", tiny_brain((20.0, 24.0, 18.0)))]
+    brains = [HeldOutBrain("a", tiny_brain(), None), HeldOutBrain("b", tiny_brain((20.0, 24.0, 18.0)), None)]
     monkeypatch.setattr(hv, "held_out_brains", lambda config: calls.append(config) or brains)
     stream = head_cases(Config(), 3, seed=5, variants=("as-is", "empty"))
     assert calls == []  # nothing built before the first case is asked for
@@ -282,7 +313,9 @@ def test_write_case_writes_three_volumes_that_load_back(cases: dict[str, HeadCas
 def test_real_test_brains_give_1_mm_heads_and_variants(tmp_path: Path) -> None:
     config = load_config(overrides={**QUICK_OVERRIDES, "data.cache_dir": str(tmp_path)})
     base, axial, crop = head_cases(config, 1, variants=("as-is", "1x1x5 axial", "cropped top"))
-    assert base.subject_id in {s for s, _ in hv.held_out_brains(config)}
+    held_out = hv.held_out_brains(config)
+    assert base.subject_id in {brain.subject_id for brain in held_out}
+    assert all(brain.image is not None and brain.image.shape == brain.brain.shape for brain in held_out)
     assert np.allclose(base.image.voxel_size, 1.0) and np.allclose(axial.image.voxel_size, (1.0, 1.0, 5.0))
     assert set(np.unique(base.tissue.array)) == {0, CSF, GM, WM} and 800 < brain_ml(base) < 3000
     assert not any(case.expect_flagged for case in (base, axial, crop))

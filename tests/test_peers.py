@@ -220,7 +220,7 @@ def test_the_subcommand_parses_into_options() -> None:
     assert options.n_heads == 1 and options.variants == ("as-is", "gamma 2") and options.extractors == ("robex", "deepbet")
     assert options.tissue == ("gmm",) and options.install is False and options.venv == Path("/tmp/v")
     defaults = peers_options(build_parser().parse_args(["peers"]))
-    assert defaults.n_heads == 2 and defaults.variants == ("as-is",) and defaults.extractors == EXTRACTORS and defaults.tissue == TISSUE_METHODS
+    assert defaults.n_heads == 2 and defaults.variants == ("as-is", "template brain") == PeersOptions().variants and defaults.extractors == EXTRACTORS and defaults.tissue == TISSUE_METHODS
     assert defaults.venv == Path("outputs/peers/venv") and defaults.output_dir == Path("outputs/peers") and defaults.install is True
 
 

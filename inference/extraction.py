@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from brainseg_tf.bundle import BundleInfo, load_serving_function
 from brainseg_tf.config import InferenceConfig
-from brainseg_tf.errors import ImageError
+from brainseg_tf.errors import ConfigError, ImageError
 from brainseg_tf.io import Image, LabelMap
 from brainseg_tf.preprocessing import InputSpec, SliceReader
 from inference.heads import Network
@@ -101,11 +101,20 @@ class BrainExtractor:
 
     @classmethod
     def from_info(cls, info: BundleInfo, settings: InferenceConfig) -> BrainExtractor:
-        """The extractor of a verified bundle: a slice network runs along all three axes, a patch network once."""
+        """The extractor of a verified bundle: a slice network runs along each of ``settings.extraction_axes``, a patch
+        network once.
+
+        Raises:
+            ConfigError: ``extraction_axes`` not distinct axes among 0, 1, 2.
+        """
+        axes = settings.extraction_axes
+        if not (isinstance(axes, (tuple, list)) and axes and len(set(axes)) == len(axes)
+                and all(isinstance(a, int) and not isinstance(a, bool) and a in (0, 1, 2) for a in axes)):
+            raise ConfigError(f"Expected inference.extraction_axes as distinct axes among 0, 1, 2. Received: {axes!r}")
         serving = load_serving_function(info)
         spec = info.input_spec
         if isinstance(spec.reader, SliceReader):
-            specs = [dataclasses.replace(spec, reader=SliceReader(axis, spec.reader.context)) for axis in (0, 1, 2)]
+            specs = [dataclasses.replace(spec, reader=SliceReader(axis, spec.reader.context)) for axis in axes]
         else:
             specs = [spec]
         networks = tuple(Network(serving, inferer_for(s, 1, settings), info.path) for s in specs)

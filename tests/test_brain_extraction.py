@@ -14,7 +14,7 @@ from brainseg_tf.bundle import attach_brain_extractor, read_bundle_info, verify_
 from brainseg_tf.bundle.manifest import sha256_file
 from brainseg_tf.bundle.spec import FORMAT_VERSION
 from brainseg_tf.config import Config, InferenceConfig, QcConfig
-from brainseg_tf.errors import BundleError, ImageError
+from brainseg_tf.errors import BundleError, ConfigError, ImageError
 from brainseg_tf.io import Image
 from brainseg_tf.labels import BRAIN, TISSUE
 from brainseg_tf.models import build_segmenter
@@ -329,3 +329,12 @@ def test_from_info_takes_the_stripped_rule_from_the_settings(with_extractor: Pat
     settings = InferenceConfig(stripped_min_background=0.6, stripped_max_brain_ml=1234.0)
     extractor = Segmenter.from_bundle(with_extractor, settings).extractor
     assert extractor is not None and extractor.stripped == StrippedInput(0.6, 1234.0)
+
+
+def test_from_info_runs_the_slice_network_along_the_chosen_axes(with_extractor: Path) -> None:
+    for axes in ((0, 1, 2), (0, 1), (2,)):
+        extractor = Segmenter.from_bundle(with_extractor, InferenceConfig(extraction_axes=axes)).extractor
+        assert extractor is not None and [network.inferer.spec.slice_axis for network in extractor.networks] == list(axes)
+    for axes in ((), (0, 0), (3,), (True,), "01"):
+        with pytest.raises(ConfigError, match=r"inference.extraction_axes .*Received"):
+            Segmenter.from_bundle(with_extractor, InferenceConfig(extraction_axes=axes))  # type: ignore[arg-type]

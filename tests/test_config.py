@@ -204,3 +204,12 @@ def test_default_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "brainseg-tf"
     assert Config().data.resolved_cache_dir() == tmp_path / "xdg" / "brainseg-tf"
+
+
+def test_a_tuple_of_any_length_takes_a_list_of_any_length_and_checks_each_item() -> None:
+    assert Config().replace({"inference.extraction_axes": [0, 1]}).inference.extraction_axes == (0, 1)
+    assert Config().replace({"inference.extraction_axes": []}).inference.extraction_axes == ()  # emptiness is the user's check
+    with pytest.raises(ConfigError, match="inference.extraction_axes as a list. Received: 5"):
+        Config().replace({"inference.extraction_axes": 5})
+    with pytest.raises(ConfigError, match="inference.extraction_axes as int. Received: 0.5"):
+        Config().replace({"inference.extraction_axes": [0, 0.5]})

@@ -242,7 +242,8 @@ class InferenceConfig:
     background_threshold: float = 0.05  # normalised intensity at or below which a voxel is empty (never predicted)
     margin: int = 8  # voxels kept around the non-empty box, so the network sees the head's edge
     brain_margin_mm: float = 3.0  # bundles with a brain extractor: the tissue networks see the brain mask grown by this
-    extraction_axes: tuple[int, ...] = (0, 1, 2)  # canonical axes a 2.5D brain extractor runs along (0 sagittal, 1 coronal, 2 axial), probabilities averaged
+    extraction_axes: tuple[int, ...] = (0, 1)  # canonical axes a 2.5D brain extractor runs along (0 sagittal, 1 coronal, 2 axial), probabilities
+    # averaged; axial slices were the weakest on held-out heads (docs/real-heads.md, section 2)
     stripped_min_background: float = 0.3  # an input with at least this share of voxels exactly at its minimum ...
     stripped_max_brain_ml: float = 2600.0  # ... and a nonzero region no larger than this arrived skull-stripped (inference.extraction)
     qc: QcConfig = field(default_factory=QcConfig)

@@ -1,11 +1,12 @@
 """Brain extraction, the stage both families share before their tissue networks (docs/real-heads.md, section 2).
 
 A bundle's brain extractor (`brainseg_tf.bundle.extractor`) is one 2.5D network at a coarse voxel size
-(2 mm: the whole head in one 128x128 slice). `BrainExtractor` runs it along the three slice axes and
-averages the probabilities (one direction alone misses more: the issue's probe found axial slices the
-weakest), keeps the largest connected component with its holes filled, and brings the result back to
-the input's grid: a brain probability (linear) and a mask (probability above `BRAIN_THRESHOLD`), plus
-the mask grown by a margin, which is what the tissue networks are shown.
+(2 mm: the whole head in one 128x128 slice). `BrainExtractor` runs it along the slice axes of
+``InferenceConfig.extraction_axes`` (sagittal and coronal by default: one direction alone misses more, and
+axial slices were the weakest on held-out heads) and averages the probabilities, keeps the largest
+connected component with its holes filled, and brings the result back to the input's grid: a brain
+probability (linear) and a mask (probability above `BRAIN_THRESHOLD`), plus the mask grown by a margin,
+which is what the tissue networks are shown.
 
 An input that arrives **already skull-stripped** skips the networks: a stripping tool (BET, HD-BET,
 SynthStrip, ROBEX, FreeSurfer's ``brain.mgz``) writes exact zeros outside what it keeps, and a network

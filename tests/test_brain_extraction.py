@@ -127,8 +127,8 @@ def test_a_tampered_extractor_file_fails_the_outer_manifest(with_extractor: Path
 
 def test_an_attached_extractor_runs_through_from_bundle(with_extractor: Path) -> None:
     segmenter = Segmenter.from_bundle(with_extractor)
-    assert segmenter.extractor is not None and len(segmenter.extractor.networks) == 3
-    assert [n.inferer.spec.slice_axis for n in segmenter.extractor.networks] == [0, 1, 2]
+    assert segmenter.extractor is not None and len(segmenter.extractor.networks) == len(InferenceConfig().extraction_axes) == 2
+    assert [n.inferer.spec.slice_axis for n in segmenter.extractor.networks] == [0, 1]
 
 
 # --- the stage ------------------------------------------------------------------------------------

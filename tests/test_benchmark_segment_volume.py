@@ -242,7 +242,7 @@ def test_measure_family_counts_and_times_a_bundle_with_or_without_extractor(
     if kind == "plain":
         assert result["extractor_plans"] == [] and result["gflop_run_extractor"] == 0 and result["extraction_seconds"] == []
     else:
-        assert [Path(p).name for p in result["extractor_paths"]] == ["brain_extractor"] * 3
+        assert [Path(p).name for p in result["extractor_paths"]] == ["brain_extractor"] * len(InferenceConfig().extraction_axes)
         assert [p["slice_axis"] for p in result["extractor_plans"]] == [0, 1, 2]
         assert 0 < result["gflop_useful_extractor"] <= result["gflop_run_extractor"]
         assert result["extraction_seconds"][0] > 0 and result["brain_ml"] > 0

@@ -138,6 +138,15 @@ def test_a_brain_aspect_jitter_changes_the_brains_proportions_and_none_keeps_the
     assert max(aspects) > 1.15 and all(a < (1.3 / 0.7) * 1.2 for a in aspects), aspects
 
 
+def test_child_layers_give_small_brains_a_thinner_head(brains: list[Subject]) -> None:
+    settings = {"generator.slice_shape": [32, 32], "generator.batch_size": 4, "generator.samples_per_epoch": 8,
+                "generator.heads.brain_scale": [0.65, 0.65]}
+    adult_layers = HeadSource(brains[:1], Config().replace(settings).generator, RECIPE, "tissue")
+    child_layers = HeadSource(brains[:1], Config().replace({**settings, "generator.heads.child_layers": True}).generator, RECIPE, "tissue")
+    heads = [(source.head(0, 0).image > 0.02).sum() for source in (adult_layers, child_layers)]
+    assert heads[1] < heads[0], heads  # the same brain, less head around it
+
+
 @pytest.mark.parametrize("value", [0, -1, True, 1.5])
 def test_batches_per_head_must_be_a_positive_int(brains: list[Subject], value: object) -> None:
     config = dataclasses.replace(CONFIG, batches_per_head=value)

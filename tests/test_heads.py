@@ -369,6 +369,7 @@ def test_a_generator_is_required(brain4: LabelMap) -> None:
         {"tissue_parts": True},
         {"tissue_parts": 2.0},
         {"tissue_part_spacing_mm": (0.0, 4.0)},
+        {"child_layers": 1},
     ],
     ids=lambda change: next(iter(change)),
 )

@@ -17,6 +17,7 @@ from brainseg_tf.datasets.synthetic_heads import (
     SAME_TISSUE,
     T1_PRIORS,
     UNSPLIT_TISSUES,
+    child_head,
     grow_head,
     scaled_brain,
     split_tissues,
@@ -188,3 +189,13 @@ def test_split_images_vary_outside_the_brain_and_unsplit_ones_keep_their_recipe(
     assert np.array_equal(plain_image.array, never_image.array) and np.array_equal(labels.array, split_labels.array)
     fat = labels.array == heads.SUBCUTANEOUS_FAT
     assert np.ptp(split_image.array[fat]) > 2 * np.ptp(plain_image.array[fat])
+
+
+def test_a_child_head_has_thinner_layers_and_a_smaller_face_as_the_suite_s_children() -> None:
+    adult = HeadConfig()
+    assert child_head(adult, 1.0) is adult and child_head(adult, 1.2) is adult  # exactly at 1: an adult's head
+    small = child_head(adult, 0.65)
+    assert small.thickness_scale == pytest.approx(0.545) and small.face_scale == pytest.approx((0.585, 0.715))
+    assert child_head(adult, 0.8).thickness_scale == pytest.approx(0.74)
+    assert child_head(adult, 0.1).thickness_scale == pytest.approx(0.2)  # never thinner than a fifth
+    assert child_head(HeadConfig(thickness_scale=0.5), 0.65).thickness_scale == pytest.approx(0.5 * 0.545)

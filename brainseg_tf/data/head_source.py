@@ -28,7 +28,7 @@ from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.data.encoding import TargetEncoding
 from brainseg_tf.data.pipeline import SampleSource, check_pipeline_config, dataset_from_source, steps_per_epoch
 from brainseg_tf.datasets.heads import head_brain_mask, head_to_tissue
-from brainseg_tf.datasets.synthetic_heads import scaled_brain, synthesize_head_subject
+from brainseg_tf.datasets.synthetic_heads import child_head, scaled_brain, synthesize_head_subject
 from brainseg_tf.errors import ConfigError, DatasetError
 from brainseg_tf.io import LabelMap
 from brainseg_tf.labels import BRAIN, TISSUE, LabelSet
@@ -110,9 +110,12 @@ class HeadSource:
         rng = self._rng(epoch, head_index)
         brain = self.brains[int(rng.integers(len(self.brains)))]
         brain_map = LabelMap(np.asarray(brain.classes, np.int32), brain.affine)
-        brain_map = _drawn_brain(brain_map, rng, self.config.heads)
+        brain_map, scale = _drawn_brain(brain_map, rng, self.config.heads)
+        generator = self.config
+        if self.config.heads.child_layers and scale < 1:
+            generator = dataclasses.replace(self.config, heads=child_head(self.config.heads, scale))
         grid = self.preprocessing.prepare_label_map(brain_map)
-        image, labels = synthesize_head_subject(grid, rng, self.config)
+        image, labels = synthesize_head_subject(grid, rng, generator)
         prepared = self.preprocessing.prepare(image)
         targets = head_to_tissue(labels.array) if self.target == "tissue" else head_brain_mask(labels.array)
         return Subject(f"head-{epoch}-{head_index}-{brain.subject_id}", prepared.array, np.asarray(targets, np.uint8), labels.affine, "train")
@@ -131,14 +134,16 @@ class HeadSource:
         return batch_rng(self.config.seed, epoch, batch_index, stream)
 
 
-def _drawn_brain(brain: LabelMap, rng: np.random.Generator, config: HeadConfig) -> LabelMap:
+def _drawn_brain(brain: LabelMap, rng: np.random.Generator, config: HeadConfig) -> tuple[LabelMap, float]:
     """The brain at a size drawn from ``config.brain_scale``, each axis then changed by up to ``brain_aspect_jitter``
-    (relative); nothing is drawn for a setting left at its default, so older recipes keep their draws."""
+    (relative), and that size (before the per-axis change); nothing is drawn for a setting left at its default, so
+    older recipes keep their draws."""
     low, high = config.brain_scale
-    factor: float | tuple[float, ...] = float(rng.uniform(low, high)) if (high > low or low != 1.0) else 1.0
+    size = float(rng.uniform(low, high)) if (high > low or low != 1.0) else 1.0
+    factor: float | tuple[float, ...] = size
     if config.brain_aspect_jitter > 0:
-        factor = tuple(factor * (1.0 + rng.uniform(-config.brain_aspect_jitter, config.brain_aspect_jitter, 3)))
-    return brain if factor == 1.0 else scaled_brain(brain, factor)
+        factor = tuple(size * (1.0 + rng.uniform(-config.brain_aspect_jitter, config.brain_aspect_jitter, 3)))
+    return (brain if factor == 1.0 else scaled_brain(brain, factor)), size
 
 
 def batch_rng(seed: int, epoch: int, batch_index: int, stream: int = 0) -> np.random.Generator:

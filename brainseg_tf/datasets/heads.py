@@ -403,6 +403,10 @@ def _check_config(config: HeadConfig) -> None:
     }
     for item in fields(config):
         value = getattr(config, item.name)
+        if item.name == "child_layers":
+            if not isinstance(value, bool):
+                raise ConfigError(f"Expected generator.heads.child_layers as true/false. Received: {value!r}")
+            continue
         if item.name == "anatomy":
             if value not in ("full", "cranium"):
                 raise ConfigError(f"Expected generator.heads.anatomy 'full' or 'cranium'. Received: {value!r}")

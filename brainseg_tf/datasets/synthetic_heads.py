@@ -22,6 +22,8 @@ so `head_to_tissue` and `head_brain_mask` of the labels are the training targets
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from scipy import ndimage
 
@@ -164,6 +166,21 @@ def grow_head(brain: LabelMap, rng: np.random.Generator, config: HeadConfig) -> 
         raise ConfigError("Expected generator.heads.stripped_probability 1 with anatomy 'cranium' (every head stripped). "
                           f"Received: stripped_probability={config.stripped_probability!r}")
     return heads.build_cranium(brain, rng, config, float(config.stripped_margin_mm[1]) + CRANIUM_CONTEXT_MM)
+
+
+CHILD_THICKNESS_SLOPE = 1.3
+"""`child_head`: layer thickness lost per unit of brain scale below 1 (a 0.65x brain: layers x0.55, a 0.8x: x0.74)."""
+
+
+def child_head(config: HeadConfig, brain_scale: float) -> HeadConfig:
+    """The head settings for a brain drawn at ``brain_scale`` (< 1: a child's): every layer thinner by
+    `CHILD_THICKNESS_SLOPE` per unit of scale lost, the face smaller by the scale itself (on top of the frame's own
+    scaling with the brain), as the realistic-heads suite's child heads are; ``config`` unchanged at 1 or more."""
+    if brain_scale >= 1:
+        return config
+    thickness = max(0.2, 1.0 - CHILD_THICKNESS_SLOPE * (1.0 - brain_scale))
+    face = (config.face_scale[0] * brain_scale, config.face_scale[1] * brain_scale)
+    return dataclasses.replace(config, thickness_scale=config.thickness_scale * thickness, face_scale=face)
 
 
 def scaled_brain(brain: LabelMap, factor: float | tuple[float, float, float]) -> LabelMap:

@@ -111,9 +111,7 @@ class HeadSource:
         brain = self.brains[int(rng.integers(len(self.brains)))]
         brain_map = LabelMap(np.asarray(brain.classes, np.int32), brain.affine)
         brain_map, scale = _drawn_brain(brain_map, rng, self.config.heads)
-        generator = self.config
-        if self.config.heads.child_layers and scale < 1:
-            generator = dataclasses.replace(self.config, heads=child_head(self.config.heads, scale))
+        generator = dataclasses.replace(self.config, heads=child_head(self.config.heads, scale)) if self.config.heads.child_layers else self.config
         grid = self.preprocessing.prepare_label_map(brain_map)
         image, labels = synthesize_head_subject(grid, rng, generator)
         prepared = self.preprocessing.prepare(image)

@@ -67,6 +67,8 @@ class HeadConfig:
     anatomy: Literal["full", "cranium"] = "full"  # cranium: only the cranial layers near the brain (datasets.heads.build_cranium),
     # about 10x cheaper at 1 mm, for heads that are all stripped (stripped_probability 1): no face, orbits or sinuses to cut away
     brain_scale: tuple[float, float] = (1.0, 1.0)  # linear size of the brain relative to the stored one, drawn per head (children ~0.65-0.8)
+    brain_scale_probability: float = 1.0  # share of heads whose size is drawn from brain_scale; the others keep the stored size
+    # (children as a minority of training heads: a network trained mostly on child-sized heads overshoots adults' brains)
     child_layers: bool = False  # a brain drawn smaller than 1 gets a child's head: thinner layers and a smaller face (synthetic_heads.child_head)
     brain_aspect_jitter: float = 0.0  # per-axis relative change of the brain's size on top of brain_scale (0.15: each axis x0.85-1.15)
     tissue_split_probability: float = 0.0  # share of head images whose non-brain tissues are split into parts with contrasts of their own

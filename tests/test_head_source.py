@@ -125,6 +125,20 @@ def test_a_brain_scale_range_draws_smaller_and_larger_brains(brains: list[Subjec
     assert min(ratios) < 0.8 and max(ratios) > 1.1 and all(0.6**3 * 0.8 < r < 1.2**3 * 1.2 for r in ratios), ratios
 
 
+@pytest.mark.parametrize("probability", [0.0, 0.5, 1.0])
+def test_brain_scale_probability_is_the_share_of_heads_drawn_at_another_size(brains: list[Subject], probability: float) -> None:
+    settings = {"generator.slice_shape": [32, 32], "generator.batch_size": 4, "generator.samples_per_epoch": 8,
+                "generator.heads.brain_scale": [0.6, 0.6], "generator.heads.brain_scale_probability": probability}
+    plain, scaled = HeadSource(brains[:1], CONFIG, RECIPE, "brain"), HeadSource(brains[:1], Config().replace(settings).generator, RECIPE, "brain")
+    small = [scaled.head(0, b).classes.sum() < 0.5 * plain.head(0, b).classes.sum() for b in range(12)]
+    if probability == 0.0:
+        assert not any(small)
+    elif probability == 1.0:
+        assert all(small)
+    else:
+        assert 2 <= sum(small) <= 10, small
+
+
 def test_a_brain_aspect_jitter_changes_the_brains_proportions_and_none_keeps_the_recipe(brains: list[Subject]) -> None:
     jittered = Config().replace({"generator.slice_shape": [32, 32], "generator.batch_size": 4, "generator.samples_per_epoch": 8,
                                  "generator.heads.brain_aspect_jitter": 0.3}).generator

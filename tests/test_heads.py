@@ -363,6 +363,8 @@ def test_a_generator_is_required(brain4: LabelMap) -> None:
         {"neck_length_mm": -5.0},
         {"brain_aspect_jitter": 0.51},
         {"brain_aspect_jitter": -0.1},
+        {"brain_scale_probability": 1.01},
+        {"brain_scale_probability": -0.01},
         {"tissue_split_probability": 1.5},
         {"tissue_parts": 0},
         {"tissue_parts": 9},
@@ -380,7 +382,7 @@ def test_out_of_range_config_values_are_refused_by_name(change: dict, brain4: La
 
 
 def test_the_edges_of_the_image_settings_ranges_are_accepted(brain4: LabelMap) -> None:
-    edges = HeadConfig(brain_aspect_jitter=0.5, tissue_split_probability=1.0, tissue_parts=8, tissue_part_spacing_mm=(0.1, 0.1))
+    edges = HeadConfig(brain_aspect_jitter=0.5, brain_scale_probability=0.0, tissue_split_probability=1.0, tissue_parts=8, tissue_part_spacing_mm=(0.1, 0.1))
     assert build_head(brain4, np.random.default_rng(0), edges).shape == build_head(brain4, np.random.default_rng(0)).shape
 
 

@@ -133,11 +133,12 @@ class HeadSource:
 
 
 def _drawn_brain(brain: LabelMap, rng: np.random.Generator, config: HeadConfig) -> tuple[LabelMap, float]:
-    """The brain at a size drawn from ``config.brain_scale``, each axis then changed by up to ``brain_aspect_jitter``
-    (relative), and that size (before the per-axis change); nothing is drawn for a setting left at its default, so
-    older recipes keep their draws."""
+    """The brain at a size drawn from ``config.brain_scale`` (for a share ``brain_scale_probability`` of heads; the
+    others keep size 1), each axis then changed by up to ``brain_aspect_jitter`` (relative), and that size (before the
+    per-axis change); nothing is drawn for a setting left at its default, so older recipes keep their draws."""
     low, high = config.brain_scale
-    size = float(rng.uniform(low, high)) if (high > low or low != 1.0) else 1.0
+    scaled = config.brain_scale_probability >= 1.0 or bool(rng.uniform() < config.brain_scale_probability)
+    size = float(rng.uniform(low, high)) if scaled and (high > low or low != 1.0) else 1.0
     factor: float | tuple[float, ...] = size
     if config.brain_aspect_jitter > 0:
         factor = tuple(size * (1.0 + rng.uniform(-config.brain_aspect_jitter, config.brain_aspect_jitter, 3)))

@@ -398,6 +398,7 @@ def _check_config(config: HeadConfig) -> None:
         "neck_length_mm": (">= 0", lambda v: v >= 0),
         "stripped_probability": ("in [0, 1]", lambda v: 0 <= v <= 1),
         "brain_aspect_jitter": ("in [0, 0.5]", lambda v: 0 <= v <= 0.5),
+        "brain_scale_probability": ("in [0, 1]", lambda v: 0 <= v <= 1),
         "tissue_split_probability": ("in [0, 1]", lambda v: 0 <= v <= 1),
         "tissue_parts": ("an integer in [1, 8]", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8),
     }

@@ -1,4 +1,4 @@
-"""Label sets: stored label values (e.g. FreeSurfer aseg IDs) <-> contiguous class indices and names."""
+"""Label sets: stored label values (e.g. FreeSurfer aseg IDs) <-> contiguous class indices, names and colours."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ import numpy as np
 from brainseg_tf.errors import LabelError
 
 UnknownPolicy = Literal["error", "background"]
+Rgb = tuple[int, int, int]
+
+
+def _is_rgb(rgb: object) -> bool:
+    """Whether ``rgb`` is three integers (not booleans) in [0, 255]."""
+    if not isinstance(rgb, (tuple, list)) or len(rgb) != 3:
+        return False
+    return all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c <= 255 for c in rgb)
 
 
 def class_slug(name: str) -> str:
@@ -26,16 +34,19 @@ class LabelSet:
     """Classes of a segmentation task. Class 0 is always background.
 
     Attributes:
-        name: identifier stored in caches and bundles (``tissue``, ``aseg``).
+        name: identifier stored in caches and bundles (``tissue``, ``aseg``, ``structures``).
         values: stored label value of each class, indexed by class.
         names: human-readable name of each class, indexed by class.
         lr_pairs: (left class, right class) pairs swapped by a left/right flip.
+        colors: display colour (R, G, B, each 0-255) of each class, indexed by class; empty when
+            the set has no colour table of its own.
     """
 
     name: str
     values: tuple[int, ...]
     names: tuple[str, ...]
     lr_pairs: tuple[tuple[int, int], ...] = field(default=())
+    colors: tuple[Rgb, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if len(self.values) != len(self.names):
@@ -48,6 +59,24 @@ class LabelSet:
         if len(set(lowered)) != len(lowered):
             raise LabelError(f"Label set {self.name!r}: class names repeat (case-insensitively): {self.names}")
         self._check_lr_pairs()
+        self._check_colors()
+
+    def _check_colors(self) -> None:
+        if not len(self.colors):
+            object.__setattr__(self, "colors", ())
+            return
+        if len(self.colors) != len(self.values):
+            raise LabelError(
+                f"Label set {self.name!r}: expected one colour per class ({len(self.values)}). Received: {len(self.colors)} colours"
+            )
+        for index, rgb in enumerate(self.colors):
+            if not _is_rgb(rgb):
+                raise LabelError(
+                    f"Label set {self.name!r}: expected the colour of class {index} ({self.names[index]!r}) as three "
+                    f"integers in [0, 255]. Received: {rgb!r}"
+                )
+        # Lists or numpy integers in, plain tuples of ints stored (so equality and JSON round trips hold).
+        object.__setattr__(self, "colors", tuple(tuple(int(c) for c in rgb) for rgb in self.colors))
 
     def _check_lr_pairs(self) -> None:
         paired: list[int] = []
@@ -135,17 +164,25 @@ class LabelSet:
         return permutation
 
     def to_dict(self) -> dict:
-        """JSON-ready description (stored in caches and bundles)."""
-        return {"name": self.name, "values": list(self.values), "names": list(self.names), "lr_pairs": [list(p) for p in self.lr_pairs]}
+        """JSON-ready description (stored in caches and bundles).
+
+        ``colors`` is written only when the set has colours, so the description of a set without
+        them is what it was before colours existed (bundles compare these dicts).
+        """
+        data = {"name": self.name, "values": list(self.values), "names": list(self.names), "lr_pairs": [list(p) for p in self.lr_pairs]}
+        if self.colors:
+            data["colors"] = [list(rgb) for rgb in self.colors]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> LabelSet:
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict`; a description without ``lr_pairs`` or ``colors`` gets none."""
         return cls(
             name=str(data["name"]),
             values=tuple(int(v) for v in data["values"]),
             names=tuple(str(n) for n in data["names"]),
             lr_pairs=tuple((int(a), int(b)) for a, b in data.get("lr_pairs", ())),
+            colors=tuple(tuple(int(c) for c in rgb) for rgb in data.get("colors", ())),  # type: ignore[misc]
         )
 
 
@@ -158,41 +195,42 @@ TISSUE = LabelSet(
 BRAIN = LabelSet(name="brain", values=(0, 1), names=("background", "brain"))
 """Brain extraction's targets: the brain (CSF, gray and white matter inside the meninges) against everything else."""
 
-# FreeSurfer aseg IDs and names (FreeSurferColorLUT), the structures SynthSeg-style tools segment.
-_ASEG_STRUCTURES: tuple[tuple[int, str], ...] = (
-    (0, "Unknown"),
-    (2, "Left-Cerebral-White-Matter"),
-    (3, "Left-Cerebral-Cortex"),
-    (4, "Left-Lateral-Ventricle"),
-    (5, "Left-Inf-Lat-Vent"),
-    (7, "Left-Cerebellum-White-Matter"),
-    (8, "Left-Cerebellum-Cortex"),
-    (10, "Left-Thalamus"),
-    (11, "Left-Caudate"),
-    (12, "Left-Putamen"),
-    (13, "Left-Pallidum"),
-    (14, "3rd-Ventricle"),
-    (15, "4th-Ventricle"),
-    (16, "Brain-Stem"),
-    (17, "Left-Hippocampus"),
-    (18, "Left-Amygdala"),
-    (24, "CSF"),
-    (26, "Left-Accumbens-area"),
-    (28, "Left-VentralDC"),
-    (41, "Right-Cerebral-White-Matter"),
-    (42, "Right-Cerebral-Cortex"),
-    (43, "Right-Lateral-Ventricle"),
-    (44, "Right-Inf-Lat-Vent"),
-    (46, "Right-Cerebellum-White-Matter"),
-    (47, "Right-Cerebellum-Cortex"),
-    (49, "Right-Thalamus"),
-    (50, "Right-Caudate"),
-    (51, "Right-Putamen"),
-    (52, "Right-Pallidum"),
-    (53, "Right-Hippocampus"),
-    (54, "Right-Amygdala"),
-    (58, "Right-Accumbens-area"),
-    (60, "Right-VentralDC"),
+# FreeSurfer aseg IDs, names and colours (FreeSurferColorLUT.txt of FreeSurfer 7; FreeSurfer 6 names 10/49
+# "Left-/Right-Thalamus-Proper", older tables colour 41 (0, 225, 0)): the structures SynthSeg-style tools segment.
+_ASEG_STRUCTURES: tuple[tuple[int, str, Rgb], ...] = (
+    (0, "Unknown", (0, 0, 0)),
+    (2, "Left-Cerebral-White-Matter", (245, 245, 245)),
+    (3, "Left-Cerebral-Cortex", (205, 62, 78)),
+    (4, "Left-Lateral-Ventricle", (120, 18, 134)),
+    (5, "Left-Inf-Lat-Vent", (196, 58, 250)),
+    (7, "Left-Cerebellum-White-Matter", (220, 248, 164)),
+    (8, "Left-Cerebellum-Cortex", (230, 148, 34)),
+    (10, "Left-Thalamus", (0, 118, 14)),
+    (11, "Left-Caudate", (122, 186, 220)),
+    (12, "Left-Putamen", (236, 13, 176)),
+    (13, "Left-Pallidum", (12, 48, 255)),
+    (14, "3rd-Ventricle", (204, 182, 142)),
+    (15, "4th-Ventricle", (42, 204, 164)),
+    (16, "Brain-Stem", (119, 159, 176)),
+    (17, "Left-Hippocampus", (220, 216, 20)),
+    (18, "Left-Amygdala", (103, 255, 255)),
+    (24, "CSF", (60, 60, 60)),
+    (26, "Left-Accumbens-area", (255, 165, 0)),
+    (28, "Left-VentralDC", (165, 42, 42)),
+    (41, "Right-Cerebral-White-Matter", (245, 245, 245)),
+    (42, "Right-Cerebral-Cortex", (205, 62, 78)),
+    (43, "Right-Lateral-Ventricle", (120, 18, 134)),
+    (44, "Right-Inf-Lat-Vent", (196, 58, 250)),
+    (46, "Right-Cerebellum-White-Matter", (220, 248, 164)),
+    (47, "Right-Cerebellum-Cortex", (230, 148, 34)),
+    (49, "Right-Thalamus", (0, 118, 14)),
+    (50, "Right-Caudate", (122, 186, 220)),
+    (51, "Right-Putamen", (236, 13, 176)),
+    (52, "Right-Pallidum", (13, 48, 255)),
+    (53, "Right-Hippocampus", (220, 216, 20)),
+    (54, "Right-Amygdala", (103, 255, 255)),
+    (58, "Right-Accumbens-area", (255, 165, 0)),
+    (60, "Right-VentralDC", (165, 42, 42)),
 )
 
 
@@ -203,15 +241,29 @@ def _lr_pairs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     )
 
 
-_aseg_names = tuple(n for _, n in _ASEG_STRUCTURES)
+_aseg_names = tuple(n for _, n, _ in _ASEG_STRUCTURES)
 ASEG = LabelSet(
     name="aseg",
-    values=tuple(v for v, _ in _ASEG_STRUCTURES),
+    values=tuple(v for v, _, _ in _ASEG_STRUCTURES),
     names=_aseg_names,
     lr_pairs=_lr_pairs(_aseg_names),
 )
+"""FreeSurfer's aseg structures, without colours: the name older caches and bundles store (kept as it was)."""
 
-LABEL_SETS: dict[str, LabelSet] = {TISSUE.name: TISSUE, BRAIN.name: BRAIN, ASEG.name: ASEG}
+STRUCTURES = LabelSet(
+    name="structures",
+    values=ASEG.values,
+    names=ASEG.names,
+    lr_pairs=ASEG.lr_pairs,
+    colors=tuple(rgb for _, _, rgb in _ASEG_STRUCTURES),
+)
+"""Anatomical structures (issue #17): the classes of `ASEG` with FreeSurfer's colour table.
+
+Cerebral cortex is one class per hemisphere (cortical parcels merged); how FreeSurfer's other
+aparc+aseg labels map here is `brainseg_tf.datasets.freesurfer_atlas.MAPPING_RULES` (docs/structures.md).
+"""
+
+LABEL_SETS: dict[str, LabelSet] = {TISSUE.name: TISSUE, BRAIN.name: BRAIN, ASEG.name: ASEG, STRUCTURES.name: STRUCTURES}
 
 
 def get_label_set(name: str) -> LabelSet:

@@ -1,4 +1,4 @@
-"""Label sets: stored values <-> class indices, unknown values, left/right pairs, definitions."""
+"""Label sets: stored values <-> class indices, unknown values, left/right pairs, colours, definitions."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from brainseg_tf.errors import LabelError
-from brainseg_tf.labels import ASEG, LABEL_SETS, TISSUE, LabelSet, get_label_set
+from brainseg_tf.labels import ASEG, BRAIN, LABEL_SETS, STRUCTURES, TISSUE, LabelSet, get_label_set
 
 SHAPE = (5, 6, 7)
 
 
-@pytest.mark.parametrize("label_set", [TISSUE, ASEG], ids=lambda s: s.name)
+@pytest.mark.parametrize("label_set", [TISSUE, ASEG, STRUCTURES], ids=lambda s: s.name)
 def test_values_to_classes_and_back_is_the_identity(label_set: LabelSet) -> None:
     stored = np.random.default_rng(0).choice(np.asarray(label_set.values), size=SHAPE).astype(np.int32)
     classes = label_set.to_classes(stored)
@@ -25,7 +25,7 @@ def test_values_to_classes_and_back_is_the_identity(label_set: LabelSet) -> None
     np.testing.assert_array_equal(values, stored)
 
 
-@pytest.mark.parametrize("label_set", [TISSUE, ASEG], ids=lambda s: s.name)
+@pytest.mark.parametrize("label_set", [TISSUE, ASEG, STRUCTURES], ids=lambda s: s.name)
 def test_classes_to_values_and_back_is_the_identity(label_set: LabelSet) -> None:
     classes = np.arange(label_set.num_classes)
     np.testing.assert_array_equal(label_set.to_classes(label_set.to_values(classes)), classes)
@@ -47,7 +47,7 @@ def test_aseg_maps_known_freesurfer_ids() -> None:
     assert ASEG.num_classes == 33
 
 
-@pytest.mark.parametrize("label_set", [TISSUE, ASEG], ids=lambda s: s.name)
+@pytest.mark.parametrize("label_set", [TISSUE, ASEG, STRUCTURES], ids=lambda s: s.name)
 def test_unknown_values_raise_naming_them(label_set: LabelSet) -> None:
     stored = np.zeros(SHAPE, dtype=np.int32)
     stored[0, 0, 0], stored[1, 1, 1], stored[2, 2, 2] = 77, 1001, 77
@@ -111,7 +111,7 @@ def test_aseg_pairs_every_left_structure_with_its_right_twin() -> None:
     assert {p[1] for p in ASEG.lr_pairs} == rights
 
 
-@pytest.mark.parametrize("label_set", [TISSUE, ASEG], ids=lambda s: s.name)
+@pytest.mark.parametrize("label_set", [TISSUE, ASEG, STRUCTURES], ids=lambda s: s.name)
 def test_flip_permutation_is_an_involution(label_set: LabelSet) -> None:
     permutation = label_set.flip_permutation()
     assert sorted(permutation) == list(range(label_set.num_classes))
@@ -138,13 +138,14 @@ def test_class_index_by_name() -> None:
 def test_get_label_set_by_name() -> None:
     assert get_label_set("tissue") is TISSUE
     assert get_label_set("aseg") is ASEG
+    assert get_label_set("structures") is STRUCTURES
     assert get_label_set("brain").names == ("background", "brain")
-    assert set(LABEL_SETS) == {"tissue", "brain", "aseg"}
+    assert set(LABEL_SETS) == {"tissue", "brain", "aseg", "structures"}
     with pytest.raises(LabelError, match="'dkt'"):
         get_label_set("dkt")
 
 
-@pytest.mark.parametrize("label_set", [TISSUE, ASEG], ids=lambda s: s.name)
+@pytest.mark.parametrize("label_set", [TISSUE, ASEG, STRUCTURES], ids=lambda s: s.name)
 def test_dict_round_trip_through_json(label_set: LabelSet) -> None:
     assert LabelSet.from_dict(json.loads(json.dumps(label_set.to_dict()))) == label_set
 
@@ -163,6 +164,12 @@ BAD_DEFINITIONS = [
         dict(values=(0, 1, 2, 3), names=("bg", "l", "r", "x"), lr_pairs=((1, 2), (2, 3))),
         "more than one",
     ),
+    ("too few colours", dict(values=(0, 1, 2), names=("bg", "a", "b"), colors=((0, 0, 0), (1, 2, 3))), "per class (3). Received: 2"),
+    ("colour above 255", dict(values=(0, 1), names=("bg", "a"), colors=((0, 0, 0), (256, 0, 0))), "class 1 ('a')"),
+    ("negative colour", dict(values=(0, 1), names=("bg", "a"), colors=((0, 0, -1), (0, 0, 0))), "Received: (0, 0, -1)"),
+    ("two channels", dict(values=(0, 1), names=("bg", "a"), colors=((0, 0, 0), (9, 9))), "three integers in [0, 255]"),
+    ("float channel", dict(values=(0, 1), names=("bg", "a"), colors=((0, 0, 0), (0.5, 0, 0))), "three integers"),
+    ("boolean channel", dict(values=(0, 1), names=("bg", "a"), colors=((0, 0, 0), (True, 0, 0))), "three integers"),
 ]
 
 
@@ -172,3 +179,78 @@ def test_bad_definitions_raise(definition: dict, phrase: str) -> None:
         LabelSet(name="broken", **definition)
     assert phrase in str(caught.value)
     assert "'broken'" in str(caught.value)
+
+
+def test_structures_are_the_aseg_classes_with_freesurfer_colours() -> None:
+    assert STRUCTURES.name == "structures"
+    assert (STRUCTURES.values, STRUCTURES.names, STRUCTURES.lr_pairs) == (ASEG.values, ASEG.names, ASEG.lr_pairs)
+    assert STRUCTURES.num_classes == 33
+    assert ASEG.colors == () and TISSUE.colors == () and BRAIN.colors == ()
+    assert STRUCTURES != ASEG  # another name and a colour table: caches of one never pass for the other
+
+
+# FreeSurferColorLUT.txt (FreeSurfer 7) colours of a few structures, including the edge values 0 and 255.
+KNOWN_COLOURS = [
+    ("Unknown", (0, 0, 0)),
+    ("Left-Hippocampus", (220, 216, 20)),
+    ("Right-Hippocampus", (220, 216, 20)),
+    ("Left-Cerebral-White-Matter", (245, 245, 245)),
+    ("Right-Cerebral-White-Matter", (245, 245, 245)),
+    ("Left-Cerebral-Cortex", (205, 62, 78)),
+    ("Left-Lateral-Ventricle", (120, 18, 134)),
+    ("Left-Thalamus", (0, 118, 14)),
+    ("Left-Pallidum", (12, 48, 255)),
+    ("Right-Pallidum", (13, 48, 255)),
+    ("Right-Amygdala", (103, 255, 255)),
+    ("Right-Accumbens-area", (255, 165, 0)),
+    ("Brain-Stem", (119, 159, 176)),
+    ("CSF", (60, 60, 60)),
+]
+
+
+@pytest.mark.parametrize(("name", "rgb"), KNOWN_COLOURS)
+def test_structures_use_freesurfer_colours(name: str, rgb: tuple[int, int, int]) -> None:
+    assert STRUCTURES.colors[STRUCTURES.class_index(name)] == rgb
+
+
+def test_every_structure_has_a_valid_colour() -> None:
+    assert len(STRUCTURES.colors) == STRUCTURES.num_classes
+    for rgb in STRUCTURES.colors:
+        assert len(rgb) == 3 and all(type(c) is int and 0 <= c <= 255 for c in rgb)
+    foreground = STRUCTURES.colors[1:]
+    assert (0, 0, 0) not in foreground  # black is background's alone
+    for left, right in STRUCTURES.lr_pairs:  # FreeSurfer colours both sides alike, but for the pallidum's 12/13
+        difference = np.abs(np.subtract(STRUCTURES.colors[left], STRUCTURES.colors[right])).sum()
+        assert difference <= 1, (STRUCTURES.names[left], STRUCTURES.colors[left], STRUCTURES.colors[right])
+
+
+def test_structures_flip_pairs_swap_every_side() -> None:
+    permutation = STRUCTURES.flip_permutation()
+    assert len(STRUCTURES.lr_pairs) == 14
+    for left, right in STRUCTURES.lr_pairs:
+        assert STRUCTURES.names[right] == "Right-" + STRUCTURES.names[left][len("Left-") :]
+        assert (permutation[left], permutation[right]) == (right, left)
+    unpaired = [STRUCTURES.names[c] for c in range(STRUCTURES.num_classes) if permutation[c] == c]
+    assert unpaired == ["Unknown", "3rd-Ventricle", "4th-Ventricle", "Brain-Stem", "CSF"]
+    stored = np.array([17, 53, 16, 0, 2])  # hippocampi, brainstem, background, left WM
+    flipped = STRUCTURES.to_values(permutation[STRUCTURES.to_classes(stored)])
+    np.testing.assert_array_equal(flipped, [53, 17, 16, 0, 41])
+
+
+def test_colours_survive_the_dict_round_trip_and_are_optional() -> None:
+    data = json.loads(json.dumps(STRUCTURES.to_dict()))
+    assert data["colors"][STRUCTURES.class_index("Left-Hippocampus")] == [220, 216, 20]
+    assert LabelSet.from_dict(data) == STRUCTURES
+    for uncoloured in (TISSUE, BRAIN, ASEG):  # descriptions as bundles and caches stored them before colours
+        assert "colors" not in uncoloured.to_dict()
+        assert set(uncoloured.to_dict()) == {"name", "values", "names", "lr_pairs"}
+    without = {key: value for key, value in STRUCTURES.to_dict().items() if key != "colors"}
+    loaded = LabelSet.from_dict(without)
+    assert loaded.colors == () and loaded.values == STRUCTURES.values and loaded != STRUCTURES
+
+
+def test_colours_are_stored_as_plain_integer_tuples() -> None:
+    labels = LabelSet("lists", (0, 1), ("bg", "a"), colors=[[0, 0, 0], (np.uint8(255), np.int64(0), 7)])  # type: ignore[arg-type]
+    assert labels.colors == ((0, 0, 0), (255, 0, 7))
+    assert all(type(c) is int for rgb in labels.colors for c in rgb)
+    assert LabelSet("empty", (0, 1), ("bg", "a"), colors=[]).colors == ()  # type: ignore[arg-type]

@@ -215,15 +215,38 @@ def _resample(array: np.ndarray, source: Grid, target: Grid, interpolation: Inte
     index_map = np.linalg.solve(source.affine, target.affine)  # target voxel -> source voxel
     matrix = np.diag(index_map[:3, :3]).copy()
     offset = index_map[:3, 3]
-    order = 1 if interpolation == "linear" else 0
     channels = [array] if array.ndim == 3 else [array[..., c] for c in range(array.shape[3])]
-    out = [
-        ndimage.affine_transform(
-            channel, matrix, offset=offset, output_shape=target.shape, order=order, mode="nearest", prefilter=False
-        )
-        for channel in channels
-    ]
+    if interpolation == "linear":
+        out = [_separable_linear(channel, matrix, offset, target.shape) for channel in channels]
+    else:
+        out = [
+            ndimage.affine_transform(channel, matrix, offset=offset, output_shape=target.shape, order=0, mode="nearest", prefilter=False)
+            for channel in channels
+        ]
     return out[0] if array.ndim == 3 else np.stack(out, axis=-1)
+
+
+def _separable_linear(array: np.ndarray, scale: np.ndarray, offset: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Trilinear resampling by an axis-aligned map (output voxel i samples input ``scale * i + offset`` per axis),
+    points beyond the grid taking its edge values (`ndimage.affine_transform` with order 1, mode "nearest").
+
+    Trilinear interpolation is linear along each axis in turn, so three one-axis passes give the same values
+    (to float32 rounding) as one 3D pass, at a fraction of the cost: each pass reads two neighbours per output
+    voxel, not eight. The axes that shrink most go first, so later passes work on the smaller array (ties: the
+    last array axis first, which measured fastest).
+    """
+    out = np.asarray(array, dtype=np.float32)
+    for axis in sorted(range(3), key=lambda a: (shape[a] / max(array.shape[a], 1), -a)):
+        size = out.shape[axis]
+        points = np.clip(scale[axis] * np.arange(shape[axis], dtype=np.float64) + offset[axis], 0.0, size - 1)
+        low = np.minimum(np.floor(points).astype(np.intp), max(size - 2, 0))
+        weight = (points - low).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(3)])
+        below = np.take(out, low, axis=axis)
+        out = np.take(out, np.minimum(low + 1, size - 1), axis=axis)
+        out -= below
+        out *= weight
+        out += below
+    return out
 
 
 def _same_grid(first: Grid, second: Grid) -> bool:

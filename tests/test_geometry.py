@@ -6,8 +6,9 @@ import nibabel as nib
 import nibabel.orientations as nio
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from brainseg_tf.geometry import ConformInverse, conform, reorient
+from brainseg_tf.geometry import ConformInverse, _separable_linear, conform, reorient
 from brainseg_tf.io import Image, LabelMap, Volume, voxel_sizes
 
 SHAPE = (10, 12, 14)
@@ -260,3 +261,20 @@ def test_inverse_within_a_region_equals_the_whole_inverse_for_a_volume_zero_outs
     np.testing.assert_allclose(within, whole, atol=1e-5)
     empty = inverse(np.zeros_like(values), interpolation, region=(slice(0, 0), slice(0, 0), slice(0, 0))).array
     assert not empty.any()
+
+
+@pytest.mark.parametrize(
+    ("shape", "scale", "offset", "output"),
+    [
+        ((9, 11, 10), (0.5, 0.5, 0.5), (-0.3, 0.2, 0.7), (18, 22, 20)),  # upsampling, points before the first voxel
+        ((20, 20, 20), (2.0, 2.0, 2.0), (0.5, 0.5, 0.5), (12, 12, 12)),  # downsampling, points beyond the last voxel
+        ((5, 1, 7), (0.7, 1.3, 3.1), (-2.0, 0.0, -1.0), (20, 3, 4)),  # a single-voxel axis, mixed scales
+        ((6, 6, 6), (1.0, 1.0, 1.0), (1.0, 0.0, 5.0), (6, 6, 6)),  # integer points, exactly the last voxel
+    ],
+)
+def test_separable_linear_resampling_equals_trilinear_interpolation(shape, scale, offset, output) -> None:
+    array = np.random.default_rng(7).random(shape).astype(np.float32)
+    expected = ndimage.affine_transform(array, np.array(scale), offset=np.array(offset), output_shape=output, order=1, mode="nearest", prefilter=False)
+    received = _separable_linear(array, np.array(scale), np.array(offset), output)
+    assert received.shape == output and received.dtype == np.float32
+    np.testing.assert_allclose(received, expected, atol=1e-6)

@@ -193,15 +193,7 @@ def synthesize_subject(template: Template, index: int, config: EmbeddedDatasetCo
         ConfigError: a recipe value out of range.
         ValueError: index out of range, or a template at another voxel size than the recipe's.
     """
-    total = _check_config(config)
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < total:
-        raise ValueError(f"Expected index an integer in [0, {total - 1}]. Received: index={index!r}")
-    template_voxel = template.image.voxel_size
-    if np.any(np.abs(template_voxel - config.template_voxel_size) > VOXEL_SIZE_TOLERANCE):
-        raise ValueError(
-            f"Expected a template at data.embedded.template_voxel_size={config.template_voxel_size} mm. "
-            f"Received: voxel size {tuple(np.round(template_voxel, 4))}"
-        )
+    check_subject_request(template, index, config)
     shape_rng, scanner_rng, grid_rng, noise_rng = np.random.default_rng([config.seed, int(index)]).spawn(4)
     reached, (t1, gray, white, mask) = _warp_template(template, shape_rng, config)
     labels = np.zeros(template.image.shape, dtype=np.int32)
@@ -211,9 +203,27 @@ def synthesize_subject(template: Template, index: int, config: EmbeddedDatasetCo
     image *= bias_field(template.image.shape, scanner_rng, config.bias_field_strength)
     image_volume, label_volume = template.image.with_array(image), LabelMap(labels, template.image.affine)
     if index in resampled_indices(config):
-        image_volume, label_volume = _store_on_native_grid(image_volume, label_volume, grid_rng, config.template_voxel_size)
-    noisy = _add_rician_noise(image_volume.array, label_volume.array, noise_rng, config.noise_std)
+        image_volume, label_volume = store_on_native_grid(image_volume, label_volume, grid_rng, config.template_voxel_size)
+    noisy = add_rician_noise(image_volume.array, label_volume.array, noise_rng, config.noise_std)
     return image_volume.with_array(np.where(label_volume.array > 0, noisy, np.float32(0.0))), label_volume
+
+
+def check_subject_request(template: Template, index: int, config: EmbeddedDatasetConfig) -> None:
+    """Check the arguments of a subject synthesis: the recipe, the index and the template's voxel size.
+
+    Raises:
+        ConfigError: a recipe value out of range.
+        ValueError: index out of range, or a template at another voxel size than the recipe's.
+    """
+    total = _check_config(config)
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < total:
+        raise ValueError(f"Expected index an integer in [0, {total - 1}]. Received: index={index!r}")
+    template_voxel = template.image.voxel_size
+    if np.any(np.abs(template_voxel - config.template_voxel_size) > VOXEL_SIZE_TOLERANCE):
+        raise ValueError(
+            f"Expected a template at data.embedded.template_voxel_size={config.template_voxel_size} mm. "
+            f"Received: voxel size {tuple(np.round(template_voxel, 4))}"
+        )
 
 
 def _random_affine(rng: np.random.Generator, config: EmbeddedDatasetConfig, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -233,6 +243,33 @@ def _random_affine(rng: np.random.Generator, config: EmbeddedDatasetConfig, voxe
     return rotation @ shear @ np.diag(scales), translation
 
 
+def pull_coordinates(template: Template, rng: np.random.Generator, config: EmbeddedDatasetConfig) -> np.ndarray:
+    """Draw a subject's smooth shape transform and return where each of its voxels samples the template.
+
+    Output voxel x samples the template at ``A (x - c) + c + t + elastic(x)`` (template voxel
+    coordinates, c the brain centre): an affine (rotation, per-axis scale, shear, translation) and a
+    cubic B-spline elastic field, drawn from ``rng`` in that order. Subject ``index`` draws it from the
+    first of ``np.random.default_rng([seed, index]).spawn(4)``, so every dataset that pulls its maps
+    through these coordinates (tissue, `brainseg_tf.datasets.structures`) gets the same subject shape.
+
+    Args:
+        template: the template whose grid (shape, voxel size, brain centre) the transform lives on.
+        rng: the subject's shape generator.
+        config: the recipe's deformation ranges.
+
+    Returns:
+        float32 array (3, I, J, K): template voxel coordinates (i, j, k) sampled by each voxel of the grid.
+    """
+    shape = template.image.shape
+    voxel = float(template.image.voxel_size.mean())
+    matrix, translation = _random_affine(rng, config, voxel)
+    elastic = SmoothField.random(rng, shape, config.elastic_spacing_mm / voxel, channels=3)
+    elastic = elastic.scaled_to_peak(config.elastic_sigma_mm / voxel, shape)
+    centre = np.asarray(ndimage.center_of_mass(template.brain_mask))
+    pull = elastic.plus_affine(matrix, centre + translation - matrix @ centre)
+    return pull.evaluate([np.arange(n, dtype=np.float32) for n in shape])
+
+
 def _warp_template(template: Template, rng: np.random.Generator, config: EmbeddedDatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     """Pull T1, GM, WM and mask through one random smooth transform (template voxel coordinates).
 
@@ -245,14 +282,7 @@ def _warp_template(template: Template, rng: np.random.Generator, config: Embedde
         (bool mask of those voxels on the template grid, (4, count) float32 warped T1, GM, WM, mask
         there); everywhere else all four are zero.
     """
-    shape = template.image.shape
-    voxel = float(template.image.voxel_size.mean())
-    matrix, translation = _random_affine(rng, config, voxel)
-    elastic = SmoothField.random(rng, shape, config.elastic_spacing_mm / voxel, channels=3)
-    elastic = elastic.scaled_to_peak(config.elastic_sigma_mm / voxel, shape)
-    centre = np.asarray(ndimage.center_of_mass(template.brain_mask))
-    pull = elastic.plus_affine(matrix, centre + translation - matrix @ centre)
-    coordinates = pull.evaluate([np.arange(n, dtype=np.float32) for n in shape])
+    coordinates = pull_coordinates(template, rng, config)
     sources = [template.image.array, template.gray_matter, template.white_matter, template.brain_mask.astype(np.float32)]
     nonzero = np.logical_or.reduce([source != 0 for source in sources])
     near_nonzero = ndimage.maximum_filter(nonzero.view(np.uint8), size=3)  # what linear interpolation can reach
@@ -276,11 +306,11 @@ def _vary_scanner(
     csf = np.clip(mask - gray - white, 0, 1)
     image = t1 * (1 + np.float32(csf_change) * csf + np.float32(gray_change) * gray + np.float32(white_change) * white)
     gamma = np.float32(np.exp(rng.normal(0.0, config.gamma_log_std)))
-    reference = _white_matter_median(image, labels)
+    reference = white_matter_median(image, labels)
     return (reference * (image / reference) ** gamma).astype(np.float32)
 
 
-def _store_on_native_grid(
+def store_on_native_grid(
     image: Image, labels: LabelMap, rng: np.random.Generator, template_voxel_size: float
 ) -> tuple[Image, LabelMap]:
     """Resample to a random native voxel size and axis order over the same field of view."""
@@ -303,15 +333,15 @@ def _reoriented(volume: Volume, transform: np.ndarray) -> Volume:
     return type(volume)(np.ascontiguousarray(array), affine)
 
 
-def _add_rician_noise(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, noise_std: float) -> np.ndarray:
+def add_rician_noise(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, noise_std: float) -> np.ndarray:
     """Magnitude of the image plus complex Gaussian noise of std ``noise_std`` x white-matter median."""
-    sigma = np.float32(noise_std * _white_matter_median(image, labels))
+    sigma = np.float32(noise_std * white_matter_median(image, labels))
     real = image + sigma * rng.standard_normal(image.shape, dtype=np.float32)
     imaginary = sigma * rng.standard_normal(image.shape, dtype=np.float32)
     return np.hypot(real, imaginary)
 
 
-def _white_matter_median(image: np.ndarray, labels: np.ndarray) -> np.float32:
+def white_matter_median(image: np.ndarray, labels: np.ndarray) -> np.float32:
     """Median intensity of white-matter voxels (of the largest intensity when there are none)."""
     white = image[labels == _WHITE]
     return np.float32(np.median(white) if white.size else max(float(image.max()), 1e-6))

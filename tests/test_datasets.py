@@ -22,7 +22,7 @@ from brainseg_tf.datasets import (
 )
 from brainseg_tf.datasets import build as build_module
 from brainseg_tf.errors import DatasetError, VolumeError
-from brainseg_tf.labels import ASEG, TISSUE
+from brainseg_tf.labels import ASEG, STRUCTURES, TISSUE
 
 LAS_2MM = np.array([[-2.0, 0, 0, 20], [0, 2.0, 0, -30], [0, 0, 2.0, -10], [0, 0, 0, 1]])
 
@@ -205,3 +205,21 @@ def test_foreign_cache_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="not a readable HDF5"):
         read_info(path)
+
+
+def test_the_embedded_structures_cache_is_aligned_with_the_tissue_cache(tmp_path: Path) -> None:
+    recipe = {"embedded.n_train": 2, "embedded.n_val": 1, "embedded.n_test": 1, "embedded.template_voxel_size": 4.0, "embedded.resampled_fraction": 0.0}
+    tissue_path = build_cache(_config(tmp_path, **recipe), workers=1)
+    structures_path = build_cache(_config(tmp_path, label_set="structures", **recipe), workers=1)
+    assert structures_path != tissue_path and structures_path.name.startswith("embedded-structures-")
+    assert read_info(structures_path).label_set == STRUCTURES and read_info(structures_path).splits == read_info(tissue_path).splits
+    for tissue, structures in zip(read_subjects(tissue_path, "train"), read_subjects(structures_path, "train")):
+        assert tissue.subject_id == structures.subject_id and np.array_equal(tissue.affine, structures.affine)
+        inside = (structures.classes > 0).sum()
+        assert ((structures.classes > 0) & (tissue.classes > 0)).sum() > 0.95 * inside  # the same warped brain
+        assert structures.classes.max() > 3  # structure classes, not tissues
+
+
+def test_the_embedded_dataset_refuses_another_label_set(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="Expected label_set 'tissue' or 'structures'. Received: 'aseg'"):
+        build_cache(_config(tmp_path, label_set="aseg"), workers=1)

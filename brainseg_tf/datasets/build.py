@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from brainseg_tf.config import Config, EmbeddedDatasetConfig, PreprocessConfig
-from brainseg_tf.datasets import embedded
+from brainseg_tf.datasets import embedded, structures
 from brainseg_tf.datasets.cache import Subject, cache_path, read_info, write_cache
 from brainseg_tf.datasets.prepare import prepare_subject
 from brainseg_tf.datasets.sources import SourceRecord, assign_splits, discover_freesurfer, read_manifest
 from brainseg_tf.errors import DatasetError
 from brainseg_tf.io import load_image, load_label_map
-from brainseg_tf.labels import TISSUE, LabelSet, UnknownPolicy, get_label_set
+from brainseg_tf.labels import STRUCTURES, TISSUE, LabelSet, UnknownPolicy, get_label_set
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +56,19 @@ def _plan(config: Config) -> tuple[str, dict[str, Any], list[Callable[[], Subjec
     data, preprocess = config.data, config.preprocess
     common = {"preprocess": dataclasses.asdict(preprocess), "label_set": data.label_set}
     if data.source == "embedded":
-        if data.label_set != TISSUE.name:
-            raise DatasetError(f"The embedded dataset has tissue labels. Expected label_set 'tissue'. Received: {data.label_set!r}")
-        recipe = {**common, "source": "embedded", "synthesis_version": embedded.RECIPE_VERSION, "embedded": dataclasses.asdict(data.embedded)}
+        if data.label_set not in (TISSUE.name, STRUCTURES.name):
+            raise DatasetError(
+                f"The embedded dataset has tissue or structures labels. Expected label_set 'tissue' or 'structures'. Received: {data.label_set!r}"
+            )
+        tissue = data.label_set == TISSUE.name
+        version = embedded.RECIPE_VERSION if tissue else [embedded.RECIPE_VERSION, structures.STRUCTURES_RECIPE_VERSION]
+        recipe = {**common, "source": "embedded", "synthesis_version": version, "embedded": dataclasses.asdict(data.embedded)}
+        subject = _embedded_subject if tissue else _structures_subject
         tasks = [
-            functools.partial(_embedded_subject, index, subject_id, split, data.embedded, preprocess)
+            functools.partial(subject, index, subject_id, split, data.embedded, preprocess)
             for index, (subject_id, split) in enumerate(embedded.subject_ids(data.embedded))
         ]
-        return "embedded", recipe, tasks
+        return "embedded" if tissue else "embedded-structures", recipe, tasks
     records = _user_records(config)
     recipe = {
         **common,
@@ -121,6 +126,12 @@ def _template(voxel_size: float) -> embedded.Template:
 def _embedded_subject(index: int, subject_id: str, split: str, recipe: EmbeddedDatasetConfig, preprocess: PreprocessConfig) -> Subject:
     image, label_map = embedded.synthesize_subject(_template(recipe.template_voxel_size), index, recipe)
     return prepare_subject(subject_id, image, label_map, TISSUE, preprocess, split)  # type: ignore[arg-type]
+
+
+def _structures_subject(index: int, subject_id: str, split: str, recipe: EmbeddedDatasetConfig, preprocess: PreprocessConfig) -> Subject:
+    template = _template(recipe.template_voxel_size)
+    image, label_map = structures.synthesize_structures_subject(template, structures.structures_on_template(template), index, recipe)
+    return prepare_subject(subject_id, image, label_map, STRUCTURES, preprocess, split)  # type: ignore[arg-type]
 
 
 def _user_subject(record: SourceRecord, label_set: LabelSet, preprocess: PreprocessConfig, unknown: UnknownPolicy) -> Subject:

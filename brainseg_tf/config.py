@@ -248,7 +248,8 @@ class InferenceConfig:
     extraction_axes: tuple[int, ...] = (0, 1)  # canonical axes a 2.5D brain extractor runs along (0 sagittal, 1 coronal, 2 axial), probabilities
     # averaged; axial slices were the weakest on held-out heads (docs/real-heads.md, section 2)
     stripped_min_background: float = 0.3  # an input with at least this share of voxels exactly at its minimum ...
-    stripped_max_brain_ml: float = 2600.0  # ... and a nonzero region no larger than this arrived skull-stripped (inference.extraction)
+    stripped_max_brain_ml: float = 2600.0  # ... and a nonzero region no larger than this arrived skull-stripped (inference.extraction),
+    stripped_max_agreement: float = 0.8  # unless the extractor's directions agree at least this much on a brain inside it (a child's whole head)
     qc: QcConfig = field(default_factory=QcConfig)
 
 

@@ -24,7 +24,9 @@ field of view, and under ``config.preprocess.max_voxels``). Child heads are new 
 brain scaled about its centroid (`brainseg_tf.datasets.synthetic_heads.scaled_brain`), with the thinner layers and smaller faces
 of `CHILD_HEADS`. "template brain" images the brain with its subject's own intensities (the embedded dataset's, from the
 MNI152 template), the head around it as synthesised: inside the brain, one Gaussian per label would let any mixture model
-recover the labels, which says little about a real scan.
+recover the labels, which says little about a real scan. "child zero air" is a new 0.65x child head with the air around it
+exactly 0 (some scanners and defacing tools write that): smaller than an adult's brain, so the extractor, not the zeros, must
+say it is a whole head (`inference.extraction`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import numpy as np
 
 from brainseg_tf.config import Config, GeneratorConfig, HeadConfig, PreprocessConfig, SynthesisConfig
 from brainseg_tf.datasets import build_cache, read_info, read_subjects
-from brainseg_tf.datasets.heads import WHITE_MATTER, head_brain_mask, head_to_tissue
+from brainseg_tf.datasets.heads import AIR, WHITE_MATTER, head_brain_mask, head_to_tissue
 from brainseg_tf.datasets.synthetic_heads import scaled_brain, synthesize_head_subject
 from brainseg_tf.errors import DatasetError
 from brainseg_tf.geometry import conform
@@ -55,7 +57,7 @@ logger = logging.getLogger(__name__)
 VARIANTS: tuple[str, ...] = (
     "as-is", "1x1x5 axial", "1x1x5 sagittal", "1x1x5 coronal", "0.5 mm", "child 0.8x", "child 0.65x", "rotated 20deg",
     "bias +-40%", "Rician SNR 10", "Rician SNR 5", "gamma 0.5", "gamma 2", "cropped top", "T2-like", "noise", "empty",
-    "template brain",
+    "template brain", "child zero air",
 )  # fmt: skip
 """Every variant, in the order a base head yields them (a new one goes last: a variant's seed is its place here)."""
 FLAGGED = frozenset({"T2-like", "noise", "empty"})
@@ -273,6 +275,14 @@ def _child(factor: float) -> Callable[[_Base, np.random.Generator], Built]:
     return build
 
 
+def _child_zero_air(base: _Base, rng: np.random.Generator) -> Built:
+    """A toddler's head (0.65x) with the air around it exactly 0, as some scanners and defacing tools write it: small
+    enough for a stripped brain, so only the extractor can tell it is a whole head."""
+    image, labels, params = _child(0.65)(base, rng)
+    zeroed = np.where(np.asarray(labels.array) == AIR, np.float32(0.0), np.asarray(image.array, np.float32))
+    return Image(zeroed, image.affine), labels, {**params, "air": 0.0}
+
+
 def _rotated(base: _Base, rng: np.random.Generator) -> Built:
     axis = rng.uniform(0.4, 1.0, 3) * rng.choice([-1.0, 1.0], 3)  # oblique: no component under 0.4 before normalising
     axis /= np.linalg.norm(axis)
@@ -361,6 +371,7 @@ _BUILDERS: dict[str, Callable[[_Base, np.random.Generator], Built]] = {
     "child 0.8x": _child(0.8), "child 0.65x": _child(0.65), "rotated 20deg": _rotated, "bias +-40%": _biased,
     "Rician SNR 10": _rician(10.0), "Rician SNR 5": _rician(5.0), "gamma 0.5": _gamma(0.5), "gamma 2": _gamma(2.0),
     "cropped top": _cropped_top, "T2-like": _t2_like, "noise": _noise, "empty": _empty, "template brain": _template_brain,
+    "child zero air": _child_zero_air,
 }  # fmt: skip
 
 

@@ -271,16 +271,59 @@ def _stripped_brain(shape=(32, 32, 32)) -> tuple[np.ndarray, np.ndarray]:
     return image, brain
 
 
-def test_a_stripped_input_is_its_nonzero_region_and_runs_no_network(caplog: pytest.LogCaptureFixture) -> None:
+def _nothing_is_brain(batch: np.ndarray) -> np.ndarray:
+    return np.zeros((*batch.shape[:-1], 1), np.float32)
+
+
+DISAGREEING = (_bright_is_brain, _nothing_is_brain)
+"""Stand-in directions that disagree, as the networks do on a brain that arrived stripped (agreement 0)."""
+
+
+def test_a_stripped_input_is_its_nonzero_region(caplog: pytest.LogCaptureFixture) -> None:
     image, brain = _stripped_brain()
     image[1, 1, 1] = 0.5  # a speck left by the stripping tool
-    extractor = BrainExtractor(_extractor(predicts=(_never_called,) * 3).networks, SPEC_1MM, 3.0, STRIPPED)
+    extractor = BrainExtractor(_extractor(predicts=DISAGREEING).networks, SPEC_1MM, 3.0, STRIPPED)
     with caplog.at_level("INFO"):
         extraction = extractor.extract(Image(image, np.eye(4)))
     assert extraction.already_stripped and extraction.direction_agreement is None and extraction.components == 2
     assert np.array_equal(extraction.mask.array > 0, brain) and np.array_equal(extraction.shown.array, extraction.mask.array)
     assert extraction.grid_mask.sum() == brain.sum()  # the extractor's grid is the input's here (1 mm)
     assert "input already skull-stripped (exact zeros around 3 mL)" in caplog.text
+
+
+def test_with_one_direction_a_stripped_input_runs_no_network() -> None:
+    image, brain = _stripped_brain()
+    extractor = BrainExtractor(_extractor(predicts=(_never_called,)).networks, SPEC_1MM, 3.0, STRIPPED)
+    extraction = extractor.extract(Image(image, np.eye(4)))
+    assert extraction.already_stripped and np.array_equal(extraction.mask.array > 0, brain)
+
+
+@pytest.mark.parametrize("max_agreement", [0.5, 0.8, 1.0])
+def test_zeros_around_a_head_whose_directions_agree_are_not_a_stripped_brain(max_agreement: float, caplog: pytest.LogCaptureFixture) -> None:
+    image, _ = _stripped_brain()  # zeros around, small enough for a brain; both stand-in directions find the bright core
+    rule = StrippedInput(STRIPPED.min_background, STRIPPED.max_brain_ml, max_agreement)
+    extractor = BrainExtractor(_extractor(predicts=(_bright_is_brain,) * 2).networks, SPEC_1MM, 3.0, rule)
+    with caplog.at_level("INFO"):
+        extraction = extractor.extract(Image(image, np.eye(4)))
+    radius = np.sqrt(((np.indices(image.shape) - 15.5) ** 2).sum(axis=0))
+    assert not extraction.already_stripped and extraction.direction_agreement == 1.0  # exactly at the limit 1.0: a head
+    assert np.array_equal(extraction.mask.array > 0, radius <= 6)  # the networks' brain, not the nonzero region
+    assert "directions agree on a brain inside (1.00): a whole head" in caplog.text
+
+
+def test_directions_agreeing_just_below_the_limit_leave_the_input_stripped() -> None:
+    image, brain = _stripped_brain()
+    rule = StrippedInput(STRIPPED.min_background, STRIPPED.max_brain_ml, 1.0)
+
+    def one_voxel_more(batch: np.ndarray) -> np.ndarray:
+        scores = _bright_is_brain(batch)
+        scores[0, 15, 15, 0] = np.where(scores[0, 15, 15, 0] > 0, scores[0, 15, 15, 0], 1.0)
+        return scores
+
+    predicts = (_bright_is_brain, one_voxel_more)
+    extractor = BrainExtractor(_extractor(predicts=predicts).networks, SPEC_1MM, 3.0, rule)
+    extraction = extractor.extract(Image(image, np.eye(4)))
+    assert extraction.already_stripped and np.array_equal(extraction.mask.array > 0, brain)
 
 
 @pytest.mark.parametrize(
@@ -309,15 +352,18 @@ def test_noisy_air_is_not_a_stripped_input() -> None:
     assert stripped_brain(Image(image, np.eye(4)), STRIPPED) is None
 
 
-@pytest.mark.parametrize(("min_background", "max_brain_ml"), [(0.0, 10.0), (1.5, 10.0), (0.5, 0.0), (0.5, float("nan"))])
-def test_the_stripped_rule_refuses_bad_limits(min_background: float, max_brain_ml: float) -> None:
+@pytest.mark.parametrize(
+    ("min_background", "max_brain_ml", "max_agreement"),
+    [(0.0, 10.0, 0.8), (1.5, 10.0, 0.8), (0.5, 0.0, 0.8), (0.5, float("nan"), 0.8), (0.5, 10.0, 0.0), (0.5, 10.0, 1.01)],
+)
+def test_the_stripped_rule_refuses_bad_limits(min_background: float, max_brain_ml: float, max_agreement: float) -> None:
     with pytest.raises(ValueError, match="Expected stripped_"):
-        StrippedInput(min_background, max_brain_ml)
+        StrippedInput(min_background, max_brain_ml, max_agreement)
 
 
 def test_qc_of_a_stripped_input_skips_the_shell_and_direction_checks() -> None:
     image, brain = _stripped_brain()
-    extractor = BrainExtractor(_extractor().networks, SPEC_1MM, 3.0, STRIPPED)
+    extractor = BrainExtractor(_extractor(predicts=DISAGREEING).networks, SPEC_1MM, 3.0, STRIPPED)
     result = _segmenter(extractor).segment(Image(image, np.eye(4)))
     assert result.qc is not None and result.qc.measures["already_stripped"] == 1.0
     assert "direction_agreement" not in result.qc.measures and "brain_over_shell" not in result.qc.measures
@@ -326,9 +372,9 @@ def test_qc_of_a_stripped_input_skips_the_shell_and_direction_checks() -> None:
 
 
 def test_from_info_takes_the_stripped_rule_from_the_settings(with_extractor: Path) -> None:
-    settings = InferenceConfig(stripped_min_background=0.6, stripped_max_brain_ml=1234.0)
+    settings = InferenceConfig(stripped_min_background=0.6, stripped_max_brain_ml=1234.0, stripped_max_agreement=0.7)
     extractor = Segmenter.from_bundle(with_extractor, settings).extractor
-    assert extractor is not None and extractor.stripped == StrippedInput(0.6, 1234.0)
+    assert extractor is not None and extractor.stripped == StrippedInput(0.6, 1234.0, 0.7)
 
 
 def test_from_info_runs_the_slice_network_along_the_chosen_axes(with_extractor: Path) -> None:

@@ -64,7 +64,7 @@ def brain_ml(case: HeadCase) -> float:
 
 
 def test_variants_come_in_order_with_unique_file_safe_names_and_flags(cases: dict[str, HeadCase]) -> None:
-    assert tuple(cases) == VARIANTS and len(VARIANTS) == 18 and VARIANTS[-1] == TEMPLATE_BRAIN
+    assert tuple(cases) == VARIANTS and len(VARIANTS) == 19 and VARIANTS[-2:] == (TEMPLATE_BRAIN, "child zero air")
     names = [case.name for case in cases.values()]
     assert len(set(names)) == len(names) and all(name.replace("-", "").replace(".", "").isalnum() for name in names)
     assert {v for v, case in cases.items() if case.expect_flagged} == FLAGGED == {"T2-like", "noise", "empty"}
@@ -321,3 +321,11 @@ def test_real_test_brains_give_1_mm_heads_and_variants(tmp_path: Path) -> None:
     assert not any(case.expect_flagged for case in (base, axial, crop))
     assert crop.brain_mask.array.sum() < base.brain_mask.array.sum()
     assert tissue_mean(base, WM) > tissue_mean(base, GM) > tissue_mean(base, CSF)
+
+
+def test_the_child_zero_air_variant_is_a_small_head_on_exact_zeros(cases: dict[str, HeadCase]) -> None:
+    case, child = cases["child zero air"], cases["child 0.65x"]
+    image = case.image.array
+    assert np.mean(image == 0.0) > 0.3 and np.count_nonzero(child.image.array == 0.0) < np.count_nonzero(image == 0.0)
+    assert image[case.brain_mask.array > 0].min() > 0.0  # only the air around the head is zeroed
+    assert 0.8 * brain_ml(child) < brain_ml(case) < 1.25 * brain_ml(child) and not case.expect_flagged

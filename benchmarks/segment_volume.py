@@ -248,8 +248,6 @@ def measure_family(name: str, bundle: str, image_path: str, settings: Settings) 
         warm_up = _warm_up(segmenter, probes, image)
     except ImageError as error:  # e.g. no brain found: reported beside the figures, nothing to time
         return {"family": name, "bundle": str(bundle), "image_shape": list(image.shape), "refused": str(error), "load_seconds": load_seconds}
-    if warm_up["already_stripped"]:  # the input's own zeros gave the brain: no extractor network ran, none to count
-        probes = [p for p in probes if p.role != "extractor"]
     runs = _timed_runs(segmenter, probes, image, image_path, settings.repeats)
     matmul_after = matmul_gflops(sizes)
     return {
@@ -331,9 +329,7 @@ def _warm_up(segmenter: Any, probes: list[Probe], image: Any) -> dict[str, Any]:
     for probe in probes:
         probe.inferer.recording = False
     stripped = segmentation.brain is not None and segmentation.brain.already_stripped
-    check_plans([p for p in probes if not (stripped and p.role == "extractor")])
-    if stripped and any(p.inferer.plans for p in probes if p.role == "extractor"):
-        raise RuntimeError("expected no extractor network to run on an input that arrived skull-stripped")
+    check_plans(probes)  # the extractor runs on a stripped input too: its directions tell a brain from a whole head
     qc = segmentation.qc
     return {
         "warm_up_seconds": segmentation.seconds,
@@ -636,7 +632,7 @@ def _calls(plan: dict[str, Any]) -> str:
 def _verdict(result: dict[str, Any]) -> str:
     brain = "no extractor" if result["brain_ml"] is None else f"{result['brain_ml']:.0f} mL"
     if result.get("already_stripped"):
-        brain += " (arrived skull-stripped: no extractor network ran)"
+        brain += " (arrived skull-stripped: its nonzero region; the extractor ran only to tell it from a head on zeroed air)"
     reasons = f": {', '.join(result['qc_reasons'])}" if result["qc_reasons"] else ""
     qc = "no QC" if result["qc_status"] is None else f"QC {result['qc_status']} (score {result['qc_score']:.2f}){reasons}"
     return f"{brain}; {qc}"

@@ -325,10 +325,10 @@ def test_quick_benchmark_runs_both_families_on_both_images(tmp_path: Path) -> No
     assert sorted(results) == [(f, i) for f in ("ensemble", "multi-class") for i in ("full-head", "mni152")]
     for (family, image), result in results.items():
         assert len(result["network_paths"]) == (3 if family == "ensemble" else 1)
-        # The committed bundles carry an extractor: its directions (inference.extraction_axes) run on the full head; the MNI152 T1
-        # arrives skull-stripped (exact zeros), so its brain is its own nonzero region and no extractor network runs.
+        # The committed bundles carry an extractor: its directions (inference.extraction_axes) run on both images; the MNI152 T1
+        # arrives skull-stripped (exact zeros) and its directions disagree, so its brain is its own nonzero region.
         assert result["already_stripped"] == (image == "mni152") and len(result["extraction_seconds"]) == 1
-        assert len(result["extractor_plans"]) == (0 if image == "mni152" else len(InferenceConfig().extraction_axes))
+        assert len(result["extractor_plans"]) == len(InferenceConfig().extraction_axes)
         assert result["peak_rss_bytes"] > 0 and result["possible_gflops"] > 0 and result["segment_seconds"][0] > 0
         assert 0 < result["network_seconds"][0] < result["segment_seconds"][0]  # the calls were timed, labels function included
         assert 0 < result["gflop_useful"] <= result["gflop_run"]

@@ -8,7 +8,7 @@ connected component with its holes filled, and brings the result back to the inp
 probability (linear) and a mask (probability above `BRAIN_THRESHOLD`), plus the mask grown by a margin,
 which is what the tissue networks are shown.
 
-An input that arrives **already skull-stripped** skips the networks: a stripping tool (BET, HD-BET,
+An input that arrives **already skull-stripped** is its own brain, not the networks': a stripping tool (BET, HD-BET,
 SynthStrip, ROBEX, FreeSurfer's ``brain.mgz``) writes exact zeros outside what it keeps, and a network
 trained mostly on whole heads under-segments such a brain (it takes the cortex next to the air for
 scalp; docs/real-heads.md, section 2). `stripped_brain` recognises one: at least

@@ -97,6 +97,18 @@ def test_single_class_run_uses_the_default_run_folder(cache_dir: Path, tmp_path:
 
 
 @pytest.mark.slow
+def test_both_families_train_on_the_embedded_structures(cache_dir: Path, tmp_path: Path) -> None:
+    structures = ["--set", "data.label_set=structures", "--set", "training.epochs=1"]
+    assert main(["multiclass", *_options(cache_dir, tmp_path / "multiclass", *structures)]) == 0
+    info = read_bundle_info(tmp_path / "multiclass" / "bundle")
+    assert info.label_set.name == "structures" and info.label_set.num_classes == 33
+    assert {"val_dice_left_hippocampus", "val_dice_right_hippocampus", "val_dice_brain_stem"} <= set(info.metrics)
+    assert main(["single-class", "--label", "Left-Hippocampus", *_options(cache_dir, tmp_path / "hippocampus", *structures)]) == 0
+    member = read_bundle_info(tmp_path / "hippocampus" / "bundle")
+    assert member.class_index == info.label_set.class_index("Left-Hippocampus") and set(member.metrics) == {"val_loss", "val_dice_left_hippocampus"}
+
+
+@pytest.mark.slow
 def test_a_brain_extractor_trains_on_fresh_synthetic_heads(cache_dir: Path, tmp_path: Path) -> None:
     """data.heads=brain: the cached brains grow heads, the network learns the brain mask (label set "brain")."""
     run_dir = tmp_path / "brain"

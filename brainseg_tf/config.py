@@ -70,6 +70,8 @@ class HeadConfig:
     brain_scale_probability: float = 1.0  # share of heads whose size is drawn from brain_scale; the others keep the stored size
     # (children as a minority of training heads: a network trained mostly on child-sized heads overshoots adults' brains)
     child_layers: bool = False  # a brain drawn smaller than 1 gets a child's head: thinner layers and a smaller face (synthetic_heads.child_head)
+    layer_scale: tuple[float, float] = (1.0, 1.0)  # every layer's thickness times a factor drawn per head from this range, whatever
+    # the brain's size (thin layers on adult brains too, so thickness alone does not say where a brain ends)
     brain_aspect_jitter: float = 0.0  # per-axis relative change of the brain's size on top of brain_scale (0.15: each axis x0.85-1.15)
     tissue_split_probability: float = 0.0  # share of head images whose non-brain tissues are split into parts with contrasts of their own
     tissue_parts: int = 3  # parts per tissue in such an image (fascia, marrow, glands: real tissue outside the brain is not uniform)

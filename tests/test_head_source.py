@@ -152,6 +152,17 @@ def test_a_brain_aspect_jitter_changes_the_brains_proportions_and_none_keeps_the
     assert max(aspects) > 1.15 and all(a < (1.3 / 0.7) * 1.2 for a in aspects), aspects
 
 
+def test_a_layer_scale_thins_every_head_whatever_its_brain_and_the_default_draws_nothing(brains: list[Subject]) -> None:
+    settings = {"generator.slice_shape": [32, 32], "generator.batch_size": 4, "generator.samples_per_epoch": 8}
+    plain, again = (HeadSource(brains[:1], Config().replace(settings).generator, RECIPE, "tissue") for _ in range(2))
+    unit = HeadSource(brains[:1], Config().replace({**settings, "generator.heads.layer_scale": [1.0, 1.0]}).generator, RECIPE, "tissue")
+    thin = HeadSource(brains[:1], Config().replace({**settings, "generator.heads.layer_scale": [0.4, 0.4]}).generator, RECIPE, "tissue")
+    assert np.array_equal(plain.head(0, 0).image, again.head(0, 0).image) and np.array_equal(plain.head(0, 0).image, unit.head(0, 0).image)
+    heads = [(source.head(0, 0).image > 0.02).sum() for source in (plain, thin)]
+    brains_drawn = [(source.head(0, 0).classes > 0).sum() for source in (plain, thin)]
+    assert heads[1] < heads[0] and brains_drawn[0] == brains_drawn[1], (heads, brains_drawn)  # less head, the same brain
+
+
 def test_child_layers_give_small_brains_a_thinner_head(brains: list[Subject]) -> None:
     settings = {"generator.slice_shape": [32, 32], "generator.batch_size": 4, "generator.samples_per_epoch": 8,
                 "generator.heads.brain_scale": [0.65, 0.65]}

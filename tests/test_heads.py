@@ -364,6 +364,8 @@ def test_a_generator_is_required(brain4: LabelMap) -> None:
         {"brain_aspect_jitter": 0.51},
         {"brain_aspect_jitter": -0.1},
         {"brain_scale_probability": 1.01},
+        {"layer_scale": (0.0, 1.0)},
+        {"layer_scale": (1.2, 0.8)},
         {"brain_scale_probability": -0.01},
         {"tissue_split_probability": 1.5},
         {"tissue_parts": 0},

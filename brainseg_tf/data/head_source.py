@@ -111,7 +111,9 @@ class HeadSource:
         brain = self.brains[int(rng.integers(len(self.brains)))]
         brain_map = LabelMap(np.asarray(brain.classes, np.int32), brain.affine)
         brain_map, scale = _drawn_brain(brain_map, rng, self.config.heads)
-        generator = dataclasses.replace(self.config, heads=child_head(self.config.heads, scale)) if self.config.heads.child_layers else self.config
+        heads = child_head(self.config.heads, scale) if self.config.heads.child_layers else self.config.heads
+        heads = _drawn_layers(heads, rng)
+        generator = self.config if heads is self.config.heads else dataclasses.replace(self.config, heads=heads)
         grid = self.preprocessing.prepare_label_map(brain_map)
         image, labels = synthesize_head_subject(grid, rng, generator)
         prepared = self.preprocessing.prepare(image)
@@ -143,6 +145,14 @@ def _drawn_brain(brain: LabelMap, rng: np.random.Generator, config: HeadConfig) 
     if config.brain_aspect_jitter > 0:
         factor = tuple(size * (1.0 + rng.uniform(-config.brain_aspect_jitter, config.brain_aspect_jitter, 3)))
     return (brain if factor == 1.0 else scaled_brain(brain, factor)), size
+
+
+def _drawn_layers(config: HeadConfig, rng: np.random.Generator) -> HeadConfig:
+    """``config`` with its thickness scaled by a factor drawn from ``config.layer_scale``; nothing drawn at its default."""
+    low, high = config.layer_scale
+    if low == high == 1.0:
+        return config
+    return dataclasses.replace(config, thickness_scale=config.thickness_scale * float(rng.uniform(low, high)))
 
 
 def batch_rng(seed: int, epoch: int, batch_index: int, stream: int = 0) -> np.random.Generator:

@@ -423,7 +423,7 @@ def _check_config(config: HeadConfig) -> None:
             raise ConfigError(f"Expected generator.heads.{item.name} {expected}. Received: {value!r}")
 
 
-_POSITIVE_RANGES = frozenset({"face_scale", "brain_scale", "tissue_part_spacing_mm"})
+_POSITIVE_RANGES = frozenset({"face_scale", "brain_scale", "tissue_part_spacing_mm", "layer_scale"})
 
 
 def _is_range(value: object, strictly_positive: bool) -> bool:

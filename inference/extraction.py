@@ -138,13 +138,14 @@ class BrainExtractor:
             prepared = self.input_spec.prepare(image)
         except ValueError as error:
             raise ImageError(str(error)) from None
-        found = None if self.stripped is None else stripped_brain(image, self.stripped)
+        rule = self.stripped
+        found = None if rule is None else stripped_brain(image, rule)
         if found is not None and len(self.networks) < 2:
             return self._already_stripped(image, prepared.array, *found)
         directions = [network.scores(prepared.array)[..., 0] for network in self.networks]
         agreement = direction_agreement([d > BRAIN_THRESHOLD for d in directions])
-        if found is not None:
-            if agreement < self.stripped.max_agreement:  # type: ignore[union-attr]
+        if found is not None and rule is not None:
+            if agreement < rule.max_agreement:
                 return self._already_stripped(image, prepared.array, *found)
             logger.info("exact zeros around the input, but the extractor's directions agree on a brain inside (%.2f): a whole head", agreement)
         mean = np.mean(directions, axis=0, dtype=np.float32)

@@ -10,13 +10,12 @@ import pytest
 
 from brainseg_tf.config import EmbeddedDatasetConfig
 from brainseg_tf.datasets import structures
-from brainseg_tf.datasets.embedded import Template, load_template, resampled_indices, subject_ids, synthesize_subject
+from brainseg_tf.datasets.embedded import Template, load_template, resampled_indices, synthesize_subject
 from brainseg_tf.datasets.structures import (
     STRUCTURE_KINDS,
     draw_structure_priors,
     kind_priors,
     structures_on_template,
-    structures_subject_ids,
     synthesize_structures_subject,
     tissue_of_structures,
 )
@@ -102,11 +101,6 @@ def test_the_atlas_goes_onto_any_voxel_size():
 
 
 # --- ids, kinds, priors ---------------------------------------------------------------------------
-
-
-def test_ids_and_splits_are_the_tissue_subjects():
-    assert structures_subject_ids(QUICK) == subject_ids(QUICK)
-    assert [split for _, split in structures_subject_ids(QUICK)] == ["train"] * 3 + ["val", "test"]
 
 
 def test_every_structure_has_a_kind():

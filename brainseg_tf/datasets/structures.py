@@ -49,7 +49,6 @@ from scipy import ndimage
 
 from brainseg_tf.config import EmbeddedDatasetConfig, SynthesisConfig
 from brainseg_tf.datasets import embedded
-from brainseg_tf.datasets.cache import Split
 from brainseg_tf.datasets.freesurfer_atlas import load_aparc_aseg, to_structures
 from brainseg_tf.errors import LabelError
 from brainseg_tf.fields import bias_field
@@ -114,15 +113,6 @@ def _tissue_table() -> tuple[np.ndarray, np.ndarray]:
 
 
 _TISSUE_OF_VALUE, _KNOWN_VALUE = _tissue_table()
-
-
-def structures_subject_ids(config: EmbeddedDatasetConfig) -> list[tuple[str, Split]]:
-    """Ids and splits of the structures subjects: those of the tissue subjects (`embedded.subject_ids`), split by subject.
-
-    Raises:
-        ConfigError: a recipe value out of range.
-    """
-    return embedded.subject_ids(config)
 
 
 def tissue_of_structures(labels: np.ndarray) -> np.ndarray:

@@ -166,8 +166,9 @@ class DataConfig:
 
     source: Literal["embedded", "manifest", "freesurfer"] = "embedded"
     label_set: str = "tissue"
-    heads: Literal["off", "tissue", "brain"] = "off"  # train on fresh synthetic full heads grown around the cached brains,
-    # against their tissue classes or their brain mask (label set "brain"); off: the cached subjects as they are
+    heads: Literal["off", "tissue", "brain", "structures"] = "off"  # train on fresh synthetic full heads grown around the cached
+    # brains, against their tissue classes, their brain mask (label set "brain") or their structures (label_set structures:
+    # each structure imaged with a contrast of its own); off: the cached subjects as they are
     heads_fraction: float = 1.0  # with heads: share of training batches (and validation samples) from the heads; the rest from
     # the cached subjects as they are (only for tissue targets: the cache's label set)
     unknown_labels: Literal["error", "background"] = "error"

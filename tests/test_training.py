@@ -108,6 +108,23 @@ def test_both_families_train_on_the_embedded_structures(cache_dir: Path, tmp_pat
     assert member.class_index == info.label_set.class_index("Left-Hippocampus") and set(member.metrics) == {"val_loss", "val_dice_left_hippocampus"}
 
 
+@pytest.mark.parametrize("heads, label_set, cached", [("structures", "tissue", "tissue"), ("tissue", "structures", "structures"),
+                                                       ("brain", "structures", "structures")])
+def test_heads_grow_around_the_labels_their_target_needs(cache_dir: Path, heads: str, label_set: str, cached: str) -> None:
+    config = load_config(overrides={**QUICK_OVERRIDES, "data.cache_dir": str(cache_dir), "data.heads": heads, "data.label_set": label_set})
+    grown_around = "structures" if heads == "structures" else "tissue"
+    with pytest.raises(ConfigError, match=f"cache of {grown_around} labels to grow heads around with data.heads={heads} .*Received: {cached} labels"):
+        load_run_data(config)
+
+
+def test_structures_heads_validate_on_fixed_heads_around_the_structures_brains(cache_dir: Path) -> None:
+    overrides = {**QUICK_OVERRIDES, "data.cache_dir": str(cache_dir), "data.heads": "structures", "data.label_set": "structures"}
+    data = load_run_data(load_config(overrides=overrides))
+    assert data.label_set.name == "structures" and data.cached_label_set is not None and data.cached_label_set.name == "structures"
+    images, classes = validation_samples(data, load_config(overrides=overrides).generator, 4)
+    assert images.shape == (4, 32, 32, 3) and classes.max() < 33 and len(np.unique(classes)) >= 5
+
+
 @pytest.mark.slow
 def test_a_brain_extractor_trains_on_fresh_synthetic_heads(cache_dir: Path, tmp_path: Path) -> None:
     """data.heads=brain: the cached brains grow heads, the network learns the brain mask (label set "brain")."""

@@ -32,7 +32,7 @@ class RunData:
         label_set: the label set trained on: the cache's, or that of the heads' targets.
         train: training subjects (with heads: the brains they are grown around).
         val: validation subjects (idem).
-        heads: ``off``, or the target of fresh synthetic heads (``tissue`` or ``brain``, see `DataConfig.heads`).
+        heads: ``off``, or the target of fresh synthetic heads (``tissue``, ``brain`` or ``structures``, see `DataConfig.heads`).
         preprocessing: the recipe heads are prepared with (the run's input contract).
         heads_fraction: share of batches and validation samples from the heads (`DataConfig.heads_fraction`).
         cached_label_set: the cache's own label set (the cached batches' labels).
@@ -60,11 +60,15 @@ def load_run_data(config: Config) -> RunData:
         ConfigError: a random slice axis asked for cached subjects (only head sources draw it).
     """
     if config.generator.random_slice_axis and config.data.heads == "off":
-        raise ConfigError("Expected generator.random_slice_axis only with synthetic heads (data.heads tissue or brain). Received: data.heads=off")
+        raise ConfigError("Expected generator.random_slice_axis only with synthetic heads (data.heads tissue, brain or structures). Received: data.heads=off")
     path = build_cache(config)
     label_set = run_label_set(config) if config.data.heads != "off" else read_info(path).label_set
     preprocessing = Preprocessing.from_config(config.preprocess)
     cached_label_set = read_info(path).label_set
+    grown_around = "structures" if config.data.heads == "structures" else "tissue"
+    if config.data.heads != "off" and cached_label_set.name != grown_around:
+        raise ConfigError(f"Expected a cache of {grown_around} labels to grow heads around with data.heads={config.data.heads} "
+                          f"(data.label_set: {grown_around}). Received: {cached_label_set.name} labels in {path.name}")
     if config.data.heads != "off" and config.data.heads_fraction < 1 and cached_label_set.num_classes != label_set.num_classes:
         raise ConfigError(f"Expected data.heads_fraction 1 with data.heads={config.data.heads} (the cache holds {cached_label_set.name} "
                           f"labels, not {label_set.name}). Received: heads_fraction={config.data.heads_fraction!r}")

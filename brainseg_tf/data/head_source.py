@@ -8,8 +8,8 @@ set, each axis by up to ``heads.brain_aspect_jitter`` more); the head is prepare
 RAS+ at its voxel size, intensities normalised),
 then its samples are cut, augmented and seeded exactly as `brainseg_tf.data.pipeline.SampleSource`
 does for cached subjects (sample ``i`` of epoch ``e`` from ``(seed, e, i)``). Targets are the head's
-brain tissue classes (``TISSUE``: everything outside the brain is background) or its brain mask
-(``BRAIN``), so the target encoding stays the only switch between the model families.
+brain tissue classes (``TISSUE``: everything outside the brain is background), its brain mask
+(``BRAIN``) or, around a structures brain, its ``STRUCTURES`` classes, so the target encoding stays the only switch between the model families.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.data.encoding import TargetEncoding
 from brainseg_tf.data.pipeline import SampleSource, check_pipeline_config, dataset_from_source, steps_per_epoch
 from brainseg_tf.datasets.heads import head_brain_mask, head_to_tissue
-from brainseg_tf.datasets.synthetic_heads import child_head, scaled_brain, synthesize_head_subject
+from brainseg_tf.datasets.synthetic_heads import child_head, on_head_grid, scaled_brain, synthesize_head_subject, tissue_of_structure_classes
 from brainseg_tf.errors import ConfigError, DatasetError
 from brainseg_tf.io import LabelMap
-from brainseg_tf.labels import BRAIN, TISSUE, LabelSet
+from brainseg_tf.labels import BRAIN, STRUCTURES, TISSUE, LabelSet
 from brainseg_tf.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HeadTarget = Literal["tissue", "brain"]
-HEAD_TARGETS: dict[str, LabelSet] = {"tissue": TISSUE, "brain": BRAIN}
+HeadTarget = Literal["tissue", "brain", "structures"]
+HEAD_TARGETS: dict[str, LabelSet] = {"tissue": TISSUE, "brain": BRAIN, "structures": STRUCTURES}
 HEAD_STREAM = 7
 """Last entry of a head's seed: keeps head draws apart from the samples' ``(seed, epoch, index)`` streams."""
 _HEADS_KEPT = 4
@@ -55,10 +55,12 @@ class HeadSource:
     """Draws batches by stream position, each batch from one fresh synthetic head (see the module docstring).
 
     Args:
-        brains: training subjects whose ``classes`` are ``TISSUE`` classes on a RAS+ grid (the embedded cache's).
+        brains: training subjects on a RAS+ grid whose ``classes`` are ``TISSUE`` classes (the embedded cache's), or
+            ``STRUCTURES`` classes for the ``structures`` target (the embedded structures cache's).
         config: generator settings, ``heads`` and ``synthesis`` included.
         preprocessing: the networks' recipe; heads are built at its voxel size.
-        target: ``"tissue"`` (brain classes) or ``"brain"`` (brain mask).
+        target: ``"tissue"`` (brain classes), ``"brain"`` (brain mask) or ``"structures"`` (the brains' structures,
+            each imaged with a contrast of its own).
         augment: apply ``config.augment`` to each sample, as `SampleSource` does.
 
     Raises:
@@ -115,9 +117,14 @@ class HeadSource:
         heads = _drawn_layers(heads, rng)
         generator = self.config if heads is self.config.heads else dataclasses.replace(self.config, heads=heads)
         grid = self.preprocessing.prepare_label_map(brain_map)
-        image, labels = synthesize_head_subject(grid, rng, generator)
+        if self.target == "structures":
+            tissue = grid.with_array(tissue_of_structure_classes(grid.array))
+            image, labels = synthesize_head_subject(tissue, rng, generator, structures=grid)
+            targets = on_head_grid(grid, labels)
+        else:
+            image, labels = synthesize_head_subject(grid, rng, generator)
+            targets = head_to_tissue(labels.array) if self.target == "tissue" else head_brain_mask(labels.array)
         prepared = self.preprocessing.prepare(image)
-        targets = head_to_tissue(labels.array) if self.target == "tissue" else head_brain_mask(labels.array)
         return Subject(f"head-{epoch}-{head_index}-{brain.subject_id}", prepared.array, np.asarray(targets, np.uint8), labels.affine, "train")
 
     def batch(self, first_epoch: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,9 +30,10 @@ from scipy import ndimage
 from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.data.synthesis import IntensityPrior, synthesize_image, unit_smooth_field
 from brainseg_tf.datasets import heads
-from brainseg_tf.errors import ConfigError
+from brainseg_tf.errors import ConfigError, LabelError
 from brainseg_tf.geometry import conform
 from brainseg_tf.io import Image, LabelMap
+from brainseg_tf.labels import STRUCTURES
 
 T1_PRIORS: dict[int, IntensityPrior] = {
     heads.AIR: IntensityPrior((0.0, 0.03), (0.0, 0.01)),
@@ -93,7 +94,9 @@ CRANIUM_CONTEXT_MM = 12.0
 slices and blur near the cut then mix in skull and scalp, as on a whole head, not air."""
 
 
-def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: GeneratorConfig) -> tuple[Image, LabelMap]:
+def synthesize_head_subject(
+    brain: LabelMap, rng: np.random.Generator, config: GeneratorConfig, structures: LabelMap | None = None
+) -> tuple[Image, LabelMap]:
     """A full head around ``brain`` and its synthetic image, on one grid.
 
     Args:
@@ -101,21 +104,32 @@ def synthesize_head_subject(brain: LabelMap, rng: np.random.Generator, config: G
         rng: the subject's generator: the head first, then its image, then whether it is stripped
             (three children, so changing one recipe does not shift the others' draws).
         config: ``config.heads`` shapes the head, ``config.synthesis`` its image.
+        structures: the brain's ``STRUCTURES`` classes on ``brain``'s grid (``brain`` being their tissues,
+            `tissue_of_structure_classes`): each structure is then imaged with a contrast of its own, drawn from its
+            kind's prior (`structure_priors`), not its tissue's. The head and every draw before the image are the same.
 
     Returns:
-        (float32 image, not normalised; head label map of generation labels), same shape and affine.
+        (float32 image, not normalised; head label map of generation labels), same shape and affine
+        (`on_head_grid` puts ``structures`` on it).
 
     Raises:
-        ValueError: a brain `build_head` refuses.
+        ValueError: a brain `build_head` refuses, or ``structures`` on another grid or not matching ``brain``.
         ConfigError: a setting out of range.
     """
     head_rng, image_rng, strip_rng, split_rng = rng.spawn(4)  # spawn(n) extends spawn(n - 1): older recipes keep their draws
+    if structures is not None:
+        _check_structures_of(brain, structures)
     labels = grow_head(brain, head_rng, config.heads)
     voxel_size = tuple(float(s) for s in labels.voxel_size)
     tissues = _CONTRAST_LUT[np.asarray(labels.array)]  # labels of one tissue share its contrast (SAME_TISSUE)
     if config.heads.tissue_split_probability > 0 and split_rng.random() < config.heads.tissue_split_probability:
         tissues = split_tissues(tissues, voxel_size, split_rng, config.heads)
-    image = synthesize_image(tissues, voxel_size, _PART_PRIORS, image_rng, config.synthesis)  # type: ignore[arg-type]
+    priors = _PART_PRIORS
+    if structures is not None:
+        classes = on_head_grid(structures, labels)
+        tissues = np.where(classes > 0, STRUCTURE_GENERATION_BASE + classes, tissues).astype(np.uint16)
+        priors = {**_PART_PRIORS, **structure_priors()}
+    image = synthesize_image(tissues, voxel_size, priors, image_rng, config.synthesis)  # type: ignore[arg-type]
     kept = stripped_region(labels, strip_rng, config.heads)
     if kept is not None:
         image = np.where(kept, image, 0.0).astype(image.dtype)
@@ -210,3 +224,72 @@ def stripped_region(labels: LabelMap, rng: np.random.Generator, config: HeadConf
     brain = heads.head_brain_mask(np.asarray(labels.array))
     spacing = tuple(float(s) for s in labels.voxel_size)
     return np.asarray(ndimage.distance_transform_edt(~brain, sampling=spacing) <= margin)
+
+
+STRUCTURE_GENERATION_BASE = 256
+"""Generation label of ``STRUCTURES`` class ``c`` inside the brain: ``STRUCTURE_GENERATION_BASE + c``, above every head
+label and its parts (`PART_STRIDE`), so a structure never shares a contrast with a tissue of the head."""
+
+
+def structure_priors() -> dict[int, IntensityPrior]:
+    """The T1-like prior of each ``STRUCTURES`` foreground class's generation label: its kind's
+    (`brainseg_tf.datasets.structures.kind_priors`: CSF, cortex, deep gray a little brighter, white matter), the
+    whole range, so each structure's mean is drawn on its own within it."""
+    from brainseg_tf.datasets.structures import STRUCTURE_KINDS, kind_priors
+
+    kinds = kind_priors()
+    return {STRUCTURE_GENERATION_BASE + STRUCTURES.class_index(name): kinds[kind] for name, kind in STRUCTURE_KINDS.items()}
+
+
+def tissue_of_structure_classes(classes: np.ndarray) -> np.ndarray:
+    """``TISSUE`` classes (0 background, 1 CSF, 2 GM, 3 WM) of ``STRUCTURES`` classes, by kind (uint8): the brain the
+    head grows around.
+
+    Raises:
+        LabelError: classes outside ``STRUCTURES``.
+    """
+    from brainseg_tf.datasets.structures import tissue_of_structures
+
+    classes = np.asarray(classes)
+    if not np.issubdtype(classes.dtype, np.integer) or classes.min(initial=0) < 0 or classes.max(initial=0) >= STRUCTURES.num_classes:
+        raise LabelError(f"Expected {STRUCTURES.name!r} classes in [0, {STRUCTURES.num_classes - 1}]. "
+                         f"Received: dtype={classes.dtype}, range [{classes.min(initial=0)}, {classes.max(initial=0)}]")
+    return tissue_of_structures(STRUCTURES.to_values(classes)).astype(np.uint8)
+
+
+def on_head_grid(labels: LabelMap, head: LabelMap) -> np.ndarray:
+    """``labels`` put on ``head``'s grid, which is theirs shifted by whole voxels (`grow_head` pads or crops the brain's
+    grid): same dtype, 0 where the head's grid reaches beyond ``labels``' grid.
+
+    Raises:
+        ValueError: the grids differ by more than a whole-voxel shift.
+    """
+    source = np.asarray(labels.affine, dtype=np.float64)
+    target = np.asarray(head.affine, dtype=np.float64)
+    offset = np.linalg.solve(source, target[:, 3])[:3]  # the head grid's first voxel, in the labels' voxels
+    whole = np.round(offset)
+    if not (np.allclose(source[:3, :3], target[:3, :3], atol=1e-6) and np.allclose(offset, whole, atol=1e-3)):
+        raise ValueError("Expected the head's grid as the brain's shifted by whole voxels. "
+                         f"Received: offset {np.round(offset, 4).tolist()} voxels, matrices equal: {np.allclose(source[:3, :3], target[:3, :3], atol=1e-6)}")
+    shift = whole.astype(int)
+    array = np.asarray(labels.array)
+    placed = np.zeros(head.shape, dtype=array.dtype)
+    source_box, target_box = [], []
+    for axis in range(3):
+        first = max(0, shift[axis])
+        last = min(array.shape[axis], shift[axis] + head.shape[axis])
+        if last <= first:
+            return placed
+        source_box.append(slice(first, last))
+        target_box.append(slice(first - shift[axis], last - shift[axis]))
+    placed[tuple(target_box)] = array[tuple(source_box)]
+    return placed
+
+
+def _check_structures_of(brain: LabelMap, structures: LabelMap) -> None:
+    """Refuse structures on another grid than ``brain``'s, or whose tissues are not ``brain``'s labels."""
+    if structures.shape != brain.shape or not np.allclose(structures.affine, brain.affine, atol=1e-6):
+        raise ValueError(f"Expected structures on the brain's grid (shape {brain.shape}, the same affine). "
+                         f"Received: shape {structures.shape}, affine {np.round(structures.affine, 3).tolist()}")
+    if not np.array_equal(tissue_of_structure_classes(structures.array), np.asarray(brain.array)):
+        raise ValueError("Expected brain as the tissues of structures (tissue_of_structure_classes). Received: other labels")

@@ -214,6 +214,8 @@ class TrainingConfig:
     deterministic: bool = False  # seeds + TensorFlow op determinism, for reproducible CPU runs
     seed: int = 0
     output_dir: str = "outputs/training"  # run folders (checkpoints, logs, bundles) go below
+    ensemble_pairs: Literal["apart", "mirrored"] = "apart"  # ensemble: a member per class, or one member per left/right pair of
+    # the label set, run on the volume and on its mirror (the flip augmentation already teaches it either side; docs/structures.md)
     init_from: str | None = None  # fine-tuning: a bundle whose weights start a fresh run (a model bundle of the same family and
     # classes; for ensemble members, an ensemble bundle: each member starts from its class's member). A resumed run ignores it
 

@@ -156,6 +156,10 @@ class LabelSet:
             )
         return np.asarray(self.values, dtype=np.int32)[classes]
 
+    def lr_partners(self) -> dict[int, int]:
+        """Each class of a left/right pair -> the other class of its pair (both directions)."""
+        return {**{left: right for left, right in self.lr_pairs}, **{right: left for left, right in self.lr_pairs}}
+
     def flip_permutation(self) -> np.ndarray:
         """Class permutation applied to labels when the volume is mirrored left/right."""
         permutation = np.arange(self.num_classes)

@@ -1,13 +1,15 @@
 """A segmenter's head: its networks, and how their outputs become per-class scores and class indices.
 
 `SoftmaxHead` holds one multi-class network; `SigmoidEnsembleHead` holds one single-class network per
-foreground class and fuses them by the library's one rule (`brainseg_tf.fusion`). Both give scores
+foreground class (a member of a left/right pair may serve both classes of its pair: once on the volume, once on
+its mirror) and fuses them by the library's one rule (`brainseg_tf.fusion`). Both give scores
 (..., num_classes) and labels of the conformed volume; the `Segmenter` does not know which it holds.
 A network whose output has an unexpected shape is reported as its bundle's fault (`BundleError`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,8 @@ class Network:
         class_index: the class of a single-class member; None for a multi-class network.
         predict_labels: optionally the argmax of ``predict`` as one function, batch -> uint8 class
             indices (`ServingFunction.labels`), for inferers that take labels; None otherwise.
+        mirrored: the network reads the left/right mirror of the conformed image (RAS+: axis 0 reversed) and
+            its output is mirrored back: a member of a left/right pair segmenting its partner (`class_index`).
     """
 
     predict: PredictFunction
@@ -43,9 +47,12 @@ class Network:
     source: Path
     class_index: int | None = None
     predict_labels: PredictFunction | None = None
+    mirrored: bool = False
 
     def scores(self, image: np.ndarray) -> np.ndarray:
         """The network's output on every voxel of the conformed image, float32 (I, J, K, channels)."""
+        if self.mirrored:
+            return np.ascontiguousarray(self._run(self.inferer.scores, np.ascontiguousarray(image[::-1]), self.predict)[::-1])
         return self._run(self.inferer.scores, image, self.predict)
 
     def labels(self, image: np.ndarray, workers: int) -> np.ndarray:
@@ -129,8 +136,13 @@ def head_for(info: BundleInfo, settings: InferenceConfig) -> Head:
             SavedModel without the expected signature.
     """
     if info.kind == "ensemble":
-        members = tuple(_network(member, 1, settings, member.class_index) for member in info.members)
-        return SigmoidEnsembleHead(members, info.label_set.num_classes)
+        members: list[Network] = []
+        for member in info.members:
+            network = _network(member, 1, settings, member.class_index)
+            members.append(network)
+            if member.mirrored_class_index is not None:  # the same network on the mirrored volume: the partner class
+                members.append(dataclasses.replace(network, class_index=member.mirrored_class_index, mirrored=True))
+        return SigmoidEnsembleHead(tuple(members), info.label_set.num_classes)
     if info.family is Family.SINGLE_CLASS:
         raise BundleError(info.path, "a single single_class model is not a segmenter: use the ensemble bundle that holds it")
     return SoftmaxHead((_network(info, info.label_set.num_classes, settings),), settings.workers)

@@ -58,7 +58,7 @@ def with_extractor(bundles: dict[str, Path], tmp_path: Path) -> Path:
 
 def test_an_attached_extractor_is_verified_and_described(with_extractor: Path) -> None:
     data = verify_bundle(with_extractor)
-    assert data["format_version"] == FORMAT_VERSION == 2
+    assert data["format_version"] == FORMAT_VERSION == 3
     assert data["brain_extractor"]["path"] == "brain_extractor"
     info = read_bundle_info(with_extractor)
     assert info.brain_extractor is not None

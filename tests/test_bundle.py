@@ -244,7 +244,7 @@ def test_verify_refuses_tampered_bundles(multi_copy, tamper, message):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format_version": 3}, "unsupported format_version 3"),
+        ({"format_version": 4}, "unsupported format_version 4"),
         ({"kind": "zoo"}, "expected kind"),
         ({"class_index": 9}, "expected class_index null"),
         ({"label_set": {"name": "x"}}, "invalid label_set"),

@@ -22,6 +22,7 @@ def ensemble_validation_metrics(
     label_set: LabelSet,
     samples: tuple[np.ndarray, np.ndarray],
     batch_size: int,
+    mirrored: dict[int, int] | None = None,
 ) -> dict[str, float]:
     """Per-class Dice (``val_dice_<class>``) of the members' fused prediction on the validation samples.
 
@@ -34,11 +35,20 @@ def ensemble_validation_metrics(
         label_set: the task's classes.
         samples: validation images (N, ...) and class maps (N, ...), from `training.inputs.validation_samples`.
         batch_size: prediction batch size.
+        mirrored: member class -> the partner class it also segments on the mirrored samples (axis 1 of the batch:
+            the volume's left/right axis for axial and coronal slices and for patches, as the flip augmentation has it).
     """
     from brainseg_tf.bundle import load_keras_model
 
     images, classes = samples
-    probabilities = [load_keras_model(path).predict(images, batch_size=batch_size, verbose=0) for path in member_bundles]
-    fused = fused_labels(probabilities, list(class_indices), label_set.num_classes)
-    scores = dice_scores(fused, classes, class_indices)
-    return {f"val_{dice_metric_name(label_set.names[index])}": float(scores[index]) for index in class_indices}
+    mirrored = mirrored or {}
+    probabilities, fused_classes = [], list(class_indices)
+    for path, index in zip(member_bundles, class_indices):
+        model = load_keras_model(path)
+        probabilities.append(model.predict(images, batch_size=batch_size, verbose=0))
+        if index in mirrored:
+            probabilities.append(model.predict(np.ascontiguousarray(images[:, ::-1]), batch_size=batch_size, verbose=0)[:, ::-1])
+            fused_classes.append(mirrored[index])
+    fused = fused_labels(probabilities, fused_classes, label_set.num_classes)
+    scores = dice_scores(fused, classes, fused_classes)
+    return {f"val_{dice_metric_name(label_set.names[index])}": float(scores[index]) for index in sorted(fused_classes)}

@@ -131,11 +131,15 @@ def train_ensemble(
     """
     check_training_config(config.training)
     label_set = run_label_set(config)
-    wanted = [label_set.class_index(name) for name in labels] if labels else list(label_set.foreground_classes)
+    member_classes = ensemble_member_classes(label_set, config)
+    wanted = [label_set.class_index(name) for name in labels] if labels else list(member_classes)
     for index in wanted:
         _class_index("single_class", label_set.names[index], label_set)
+        if index not in member_classes:
+            raise ConfigError(f"Expected a member class of this ensemble ({', '.join(label_set.names[i] for i in member_classes)}). "
+                              f"Received: {label_set.names[index]!r} (with training.ensemble_pairs=mirrored its pair's member segments it)")
     run_dir = Path(run_dir or Path(config.training.output_dir) / "ensemble")
-    members = {index: _member_plan(run_dir, label_set, index) for index in label_set.foreground_classes}
+    members = {index: _member_plan(run_dir, label_set, index) for index in member_classes}
     strategy = start_runtime(config)
     data = load_run_data(config)
     for index in dict.fromkeys(wanted):
@@ -151,6 +155,26 @@ def train_ensemble(
         return None
     save_config(run_dir, config)
     return _write_ensemble(Path(bundle_dir or run_dir / "bundle"), list(members.values()), config, data)
+
+
+def ensemble_member_classes(label_set: LabelSet, config: Config) -> tuple[int, ...]:
+    """The classes an ensemble trains a member for: every foreground class, or with ``training.ensemble_pairs`` mirrored
+    only the first class of each left/right pair (its member segments the second on the mirrored volume).
+
+    Raises:
+        ConfigError: mirrored pairs on a label set without pairs, or with sagittal slices (a sagittal sample's mirror is
+            another slice, so the validation samples cannot be mirrored).
+    """
+    if config.training.ensemble_pairs == "apart":
+        return label_set.foreground_classes
+    if config.training.ensemble_pairs != "mirrored":
+        raise ConfigError(f"Expected training.ensemble_pairs 'apart' or 'mirrored'. Received: {config.training.ensemble_pairs!r}")
+    if not label_set.lr_pairs:
+        raise ConfigError(f"Expected training.ensemble_pairs=mirrored on a label set with left/right pairs. Received: {label_set.name!r}, no pairs")
+    if config.generator.mode == "slices" and config.generator.slice_axis == 0:
+        raise ConfigError("Expected training.ensemble_pairs=mirrored with axial or coronal slices or patches. Received: generator.slice_axis=0")
+    seconds = {right for _, right in label_set.lr_pairs}
+    return tuple(index for index in label_set.foreground_classes if index not in seconds)
 
 
 def _member_plan(run_dir: Path, label_set: LabelSet, class_index: int) -> NetworkPlan:
@@ -277,12 +301,15 @@ def _write_ensemble(bundle_dir: Path, members: list[NetworkPlan], config: Config
     samples = validation_samples(data, config.generator, config.training.validation_samples)
     bundles = [plan.bundle_dir for plan in members]
     class_indices = [plan.class_index for plan in members]
-    metrics = ensemble_validation_metrics(bundles, class_indices, data.label_set, samples, config.generator.batch_size)  # type: ignore[arg-type]
+    mirrored = config.training.ensemble_pairs == "mirrored"
+    partners = data.label_set.lr_partners() if mirrored else {}
+    metrics = ensemble_validation_metrics(bundles, class_indices, data.label_set, samples, config.generator.batch_size,  # type: ignore[arg-type]
+                                          {index: partners[index] for index in class_indices if index in partners})  # type: ignore[misc]
     for plan in members:
         state = plan.checkpoints.read_state()
         if state is not None and "val_loss" in state.best_logs:
             metrics[f"val_loss_{class_slug(plan.label_set.names[plan.class_index])}"] = state.best_logs["val_loss"]  # type: ignore[index]
-    path = write_ensemble_bundle(bundle_dir, bundles, label_set=data.label_set, config=config, metrics=metrics)
+    path = write_ensemble_bundle(bundle_dir, bundles, label_set=data.label_set, config=config, metrics=metrics, mirrored_pairs=mirrored)
     logger.info("ensemble of %d members: bundle written to %s (%s)", len(members), path, _format_metrics(metrics))
     return Path(path)
 

@@ -7,12 +7,16 @@ from brainseg_tf.families import FAMILIES
 from brainseg_tf.labels import class_slug
 from brainseg_tf.preprocessing import INPUT_SPEC_KEYS
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Bumped whenever a reader of the previous version could misread a new bundle: version 2 adds the
 optional brain extractor, which a version-1 reader would silently skip (segmenting a full head as if
-it were skull-stripped)."""
-READABLE_FORMAT_VERSIONS: tuple[int, ...] = (1, 2)
-"""Versions this reader accepts: 1 is 2 without a brain extractor."""
+it were skull-stripped); version 3 adds mirrored ensemble members (`MIRRORED_CLASS_KEY`), whose second
+class a version-2 reader would silently skip (no right-side structures)."""
+READABLE_FORMAT_VERSIONS: tuple[int, ...] = (1, 2, 3)
+"""Versions this reader accepts: 1 is 2 without a brain extractor, 2 is 3 without mirrored members."""
+MIRRORED_CLASS_KEY = "mirrored_class_index"
+"""Optional key of an ensemble's member entry (version 3): the member also segments the left/right partner of its
+class (`LabelSet.lr_pairs`), on the left/right mirror of the volume, its output mirrored back."""
 
 BUNDLE_JSON = "bundle.json"
 MANIFEST = "manifest.sha256"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from brainseg_tf.bundle.spec import (
     MANIFEST,
     MEMBER_NAME_PATTERN,
     MEMBERS_DIR,
+    MIRRORED_CLASS_KEY,
     READABLE_FORMAT_VERSIONS,
     REQUIRED_KEYS,
     SAVED_MODEL_DIR,
@@ -44,6 +46,8 @@ class BundleInfo:
         config: the effective training config, as a plain dict.
         brain_extractor: the brain-extraction network run before this segmenter's networks (a
             single_class model on the ``brain`` label set); None when the bundle has none.
+        mirrored_class_index: for an ensemble's member, the class it also segments on the left/right mirror of
+            the volume (the partner of its class, format 3); None otherwise.
     """
 
     path: Path
@@ -56,6 +60,7 @@ class BundleInfo:
     members: list[BundleInfo] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     brain_extractor: BundleInfo | None = None
+    mirrored_class_index: int | None = None
 
 
 def verify_bundle(path: str | os.PathLike[str], hashed: dict[str, str] | None = None) -> dict[str, Any]:
@@ -106,7 +111,8 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
 
 
 def _info(root: Path, data: dict[str, Any]) -> BundleInfo:
-    members = [_info(root / m["path"], _read_bundle_json(root / m["path"])) for m in data.get("members", [])]
+    members = [dataclasses.replace(_info(root / m["path"], _read_bundle_json(root / m["path"])), mirrored_class_index=m.get(MIRRORED_CLASS_KEY))
+               for m in data.get("members", [])]
     extractor = data.get(BRAIN_EXTRACTOR_KEY)
     extractor_root = root / BRAIN_EXTRACTOR_DIR
     return BundleInfo(
@@ -200,9 +206,25 @@ def _check_members(root: Path, data: dict[str, Any], listed: dict[str, str]) -> 
                 member_root / MANIFEST, f"sha256 does not match the ensemble's bundle.json: expected {recorded}..., found {found[:12]}..."
             )
         _check_member_agrees(member_root, member, entry, data)
-        if entry["class_index"] in seen:
-            raise BundleError(file, f"two members segment class {entry['class_index']}")
-        seen.add(entry["class_index"])
+        for index in (entry["class_index"], *_mirrored_class(file, entry, data)):
+            if index in seen:
+                raise BundleError(file, f"two members segment class {index}")
+            seen.add(index)
+
+
+def _mirrored_class(file: Path, entry: dict[str, Any], ensemble: dict[str, Any]) -> tuple[int, ...]:
+    """The class a member also segments on the mirrored volume (`MIRRORED_CLASS_KEY`): its class's left/right partner."""
+    if MIRRORED_CLASS_KEY not in entry:
+        return ()
+    if ensemble["format_version"] < 3:
+        raise BundleError(file, f"a mirrored member needs format_version 3 or later. Received: {ensemble['format_version']}")
+    partners = LabelSet.from_dict(ensemble["label_set"]).lr_partners()
+    mirrored = entry[MIRRORED_CLASS_KEY]
+    expected = partners.get(entry["class_index"])
+    if isinstance(mirrored, bool) or mirrored != expected:
+        raise BundleError(file, f"member {entry['name']!r}: expected {MIRRORED_CLASS_KEY} {expected} (the left/right partner of class "
+                                f"{entry['class_index']}). Received: {mirrored!r}")
+    return (int(mirrored),)
 
 
 BRAIN_EXTRACTOR_KEY = "brain_extractor"

@@ -26,6 +26,7 @@ from brainseg_tf.bundle.spec import (
     KERAS_FILE,
     MANIFEST,
     MEMBERS_DIR,
+    MIRRORED_CLASS_KEY,
     SAVED_MODEL_DIR,
     member_name,
 )
@@ -98,6 +99,7 @@ def write_ensemble_bundle(
     config: Config,
     metrics: Mapping[str, float],
     brain_extractor: str | os.PathLike[str] | None = None,
+    mirrored_pairs: bool = False,
 ) -> Path:
     """Gather single_class model bundles into one ensemble bundle.
 
@@ -112,6 +114,8 @@ def write_ensemble_bundle(
         config: the effective config (its input spec must be the members').
         metrics: validation metrics of the fused ensemble.
         brain_extractor: a brain-extractor bundle to ship inside (see `brainseg_tf.bundle.extractor`).
+        mirrored_pairs: each member of a class in a left/right pair of ``label_set`` also segments its partner,
+            on the mirrored volume (`MIRRORED_CLASS_KEY`); no member may then hold a partner.
 
     Returns:
         The ensemble folder.
@@ -127,7 +131,9 @@ def write_ensemble_bundle(
     sources = sorted(((Path(m), verify_bundle(m)) for m in members), key=lambda source: source[1]["class_index"])
     for source, data in sources:
         _check_member(target, source, data, description)
-    names = _member_names(target, label_set, [data["class_index"] for _, data in sources])
+    class_indices = [data["class_index"] for _, data in sources]
+    names = _member_names(target, label_set, class_indices)
+    mirrored = _mirrored_classes(target, label_set, class_indices) if mirrored_pairs else {}
     extractor = None if brain_extractor is None else check_brain_extractor_source(brain_extractor)
     with staged(target) as staging:
         entries = []
@@ -136,6 +142,8 @@ def write_ensemble_bundle(
             shutil.copytree(source, copy, symlinks=True)
             verify_bundle(copy)
             entry = {"name": name, "class_index": data["class_index"], "path": f"{MEMBERS_DIR}/{name}"}
+            if data["class_index"] in mirrored:
+                entry[MIRRORED_CLASS_KEY] = mirrored[data["class_index"]]
             entries.append({**entry, "sha256": sha256_file(copy / MANIFEST)})
         description["members"] = entries
         _finish(staging, description, extractor)
@@ -178,6 +186,19 @@ def _check_member(target: Path, source: Path, data: dict[str, Any], ensemble: di
     for key, value in expected.items():
         if data[key] != value:
             raise BundleError(source, f"cannot join ensemble {target}: expected {key} {value!r}. Received: {data[key]!r}")
+
+
+def _mirrored_classes(target: Path, label_set: LabelSet, class_indices: list[int]) -> dict[int, int]:
+    """Member class -> the partner it segments on the mirrored volume, for every member class in a pair."""
+    partners = label_set.lr_partners()
+    mirrored = {index: partners[index] for index in class_indices if index in partners}
+    if not mirrored:
+        raise BundleError(target, f"expected mirrored pairs only on a label set with left/right pairs and members in them. "
+                                  f"Received: label set {label_set.name!r}, member classes {class_indices}")
+    both = [f"{label_set.names[left]}/{label_set.names[right]}" for left, right in label_set.lr_pairs if left in class_indices and right in class_indices]
+    if both:
+        raise BundleError(target, f"expected one member per left/right pair with mirrored pairs. Received: members for both sides of {', '.join(both)}")
+    return mirrored
 
 
 def _member_names(target: Path, label_set: LabelSet, class_indices: list[int]) -> list[str]:

@@ -22,10 +22,22 @@ from brainseg_tf.labels import LabelSet
 PLANES = ("axial", "coronal", "sagittal")
 
 
-def label_colormap(num_classes: int) -> ListedColormap:
-    """Transparent background, then distinct colours per class."""
+OVERLAY_ALPHA = 0.45
+
+
+def label_colormap(num_classes: int, colors: tuple[tuple[int, int, int], ...] = ()) -> ListedColormap:
+    """Transparent background, then a colour per class: ``colors`` (R, G, B 0-255 per class, background first, e.g. a
+    label set's FreeSurfer colour table) when given, else distinct matplotlib colours.
+
+    Raises:
+        ValueError: ``colors`` given but not one per class.
+    """
+    if colors:
+        if len(colors) != num_classes:
+            raise ValueError(f"Expected one colour per class ({num_classes}). Received: {len(colors)} colours")
+        return ListedColormap([(0, 0, 0, 0)] + [(r / 255, g / 255, b / 255, OVERLAY_ALPHA) for r, g, b in colors[1:]])
     base = matplotlib.colormaps["tab10" if num_classes <= 11 else "tab20"]
-    colours = [(0, 0, 0, 0)] + [(*base(i % base.N)[:3], 0.45) for i in range(num_classes - 1)]
+    colours = [(0, 0, 0, 0)] + [(*base(i % base.N)[:3], OVERLAY_ALPHA) for i in range(num_classes - 1)]
     return ListedColormap(colours)
 
 
@@ -50,7 +62,7 @@ def save_sample_overlays(
     rows = -(-count // columns)
     figure = Figure(figsize=(3 * columns, 3 * rows + 0.6))
     axes = figure.subplots(rows, columns, squeeze=False)
-    cmap = label_colormap(label_set.num_classes)
+    cmap = label_colormap(label_set.num_classes, label_set.colors)
     for n, axis in enumerate(axes.flat):
         axis.axis("off")
         if n < count:
@@ -91,7 +103,7 @@ def save_volume_overlays(
     sizes = ras_image.voxel_size
     centre = _label_centre(ras_labels.array)
     low, high = np.percentile(ras_image.array, [0.5, 99.5])
-    cmap = label_colormap(label_set.num_classes)
+    cmap = label_colormap(label_set.num_classes, label_set.colors)
     figure = Figure(figsize=(12, 4.6))
     axes = figure.subplots(1, 3)
     for axis, plane in zip(axes, PLANES):

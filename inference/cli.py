@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
@@ -18,7 +19,7 @@ from brainseg_tf.errors import BrainsegError, BundleError
 from brainseg_tf.io import SUPPORTED_SUFFIXES
 from brainseg_tf.runtime import import_tensorflow_quietly, prefer_onednn, use_cpu_budget
 from inference.batch import JobResult, SegmentationJob, dicom_jobs, planned_outputs, segment_files
-from inference.outputs import OUTPUT_FORMATS, OutputOptions
+from inference.outputs import OUTPUT_FORMATS, OutputOptions, writes_aseg_stats
 from inference.segmenter import Segmenter
 
 logger = logging.getLogger("inference")
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         use_cpu_budget(args.threads)
         qc = QcConfig(accept_named_contrast=args.accept_named_contrast)
         segmenter = Segmenter.from_bundle(args.model, InferenceConfig(batch_size=args.batch_size, qc=qc))
+        options = dataclasses.replace(options, aseg_stats=writes_aseg_stats(segmenter.label_set))
     except (BrainsegError, ValueError) as error:
         logger.error("%s", " ".join(str(error).split()))
         return 1

@@ -1,4 +1,5 @@
-"""What one segmented volume leaves behind: label map, volumes table (CSV + JSON), QC picture, probabilities.
+"""What one segmented volume leaves behind: label map, volumes table (CSV + JSON, and for FreeSurfer label sets an
+``aseg.stats``), QC picture, probabilities.
 
 All files of one input are written under temporary hidden names first and renamed into place only
 when every one of them is complete: a failure (or a kill) never leaves a partial set under final
@@ -32,6 +33,12 @@ OUTPUT_FORMATS = ("same", *(suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES)
 """``same`` keeps the input's format; otherwise ``nii.gz``, ``nii`` or ``mgz``."""
 
 VOLUMES_CSV_COLUMNS = ("class_index", "label", "name", "voxels", "volume_mm3")
+FREESURFER_LABEL_SETS = frozenset({"aseg", "structures"})
+"""Label sets whose stored values are FreeSurfer's aseg IDs: their volumes also go to a file in the layout of
+FreeSurfer's ``aseg.stats`` (`aseg_stats`), which FreeSurfer's own tools (``asegstats2table``) read."""
+ASEG_STATS_COLUMNS = ("Index", "SegId", "NVoxels", "Volume_mm3", "StructName", "normMean", "normStdDev", "normMin", "normMax", "normRange")
+VENTRICLES_AND_CSF = ("Lateral-Ventricle", "Inf-Lat-Vent", "3rd-Ventricle", "4th-Ventricle", "CSF", "5th-Ventricle", "choroid-plexus")
+"""Name endings of the classes FreeSurfer leaves out of ``BrainSegNotVent``."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +49,14 @@ class OutputOptions:
         format: label map (and probabilities) format: one of `OUTPUT_FORMATS`.
         qc: write the QC picture.
         probabilities: write the per-class probability maps (4D, float32).
+        aseg_stats: also write the volumes in the layout of FreeSurfer's ``aseg.stats`` (for label sets of
+            FreeSurfer IDs: `writes_aseg_stats`).
     """
 
     format: str = "same"
     qc: bool = True
     probabilities: bool = False
+    aseg_stats: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in OUTPUT_FORMATS:
@@ -85,7 +95,51 @@ def output_paths(input_path: str | os.PathLike[str], output_dir: str | os.PathLi
         paths["qc"] = folder / f"{stem}_qc.png"
     if options.probabilities:
         paths["probabilities"] = folder / f"{stem}_probabilities{suffix}"
+    if options.aseg_stats:
+        paths["aseg_stats"] = folder / f"{stem}_aseg.stats"
     return paths
+
+
+def writes_aseg_stats(label_set: LabelSet) -> bool:
+    """Whether a label set's stored values are FreeSurfer's aseg IDs (`FREESURFER_LABEL_SETS`)."""
+    return label_set.name in FREESURFER_LABEL_SETS
+
+
+def aseg_stats(volumes: list[StructureVolume], image: Volume, labels: Volume, label_set: LabelSet, program: str = "brainseg-tf") -> str:
+    """The volumes in the layout of FreeSurfer's ``aseg.stats`` (``mri_segstats``): ``#`` header lines with the
+    ``BrainSeg`` and ``BrainSegNotVent`` measures, ``# ColHeaders``, then one row per structure (every class of the
+    label set, empty ones with 0 voxels). The intensity columns are the input image's own values inside each structure
+    (FreeSurfer takes them from its intensity-normalised ``norm.mgz``; here they are not normalised). No file name or
+    header field of the input is written (they may identify the patient)."""
+    image_array = np.asarray(image.array, dtype=np.float64)
+    classes = np.asarray(labels.array)
+    voxel_mm3 = float(abs(np.linalg.det(labels.affine[:3, :3])))
+    brain = sum(v.volume_mm3 for v in volumes)
+    not_vent = sum(v.volume_mm3 for v in volumes if not v.name.endswith(VENTRICLES_AND_CSF))
+    lines = [
+        "# Title Segmentation Statistics",
+        "#",
+        f"# generating_program {program}",
+        f"# label_set {label_set.name}",
+        "# anatomy_type volume",
+        "#",
+        "# SegVolFile labels (this file's label map)",
+        "# InVolFile input (intensities of the input image, not normalised)",
+        f"# Measure BrainSeg, BrainSegVol, Brain Segmentation Volume, {brain:.6f}, mm^3",
+        f"# Measure BrainSegNotVent, BrainSegVolNotVent, Brain Segmentation Volume Without Ventricles, {not_vent:.6f}, mm^3",
+        "# ExcludeSegId 0",
+        f"# VoxelVolume_mm3 {voxel_mm3:g}",
+        f"# NRows {len(volumes)}",
+        f"# NTableCols {len(ASEG_STATS_COLUMNS)}",
+        "# ColHeaders  " + " ".join(ASEG_STATS_COLUMNS),
+    ]
+    for row, v in enumerate(volumes, start=1):
+        inside = image_array[classes == v.class_index]
+        low, high = (float(inside.min()), float(inside.max())) if inside.size else (0.0, 0.0)
+        mean, std = (float(inside.mean()), float(inside.std())) if inside.size else (0.0, 0.0)
+        lines.append(f"{row:3d} {v.label:4d} {v.voxels:9d} {v.volume_mm3:12.1f}  {v.name:<32s} "
+                     f"{mean:10.4f} {std:10.4f} {low:10.4f} {high:10.4f} {high - low:10.4f}")
+    return "\n".join(lines) + "\n"
 
 
 def structure_volumes(labels: Volume, label_set: LabelSet) -> list[StructureVolume]:
@@ -152,6 +206,7 @@ def write_outputs(
         ),
         "qc": lambda p: save_volume_overlays(image, segmentation.labels, segmentation.label_set, p, title=qc_title(segmentation)),
         "probabilities": lambda p: save_volume(segmentation.scores, p, "image"),  # type: ignore[arg-type]  (checked above)
+        "aseg_stats": lambda p: p.write_text(aseg_stats(volumes, image, segmentation.labels, segmentation.label_set), encoding="utf-8"),
     }
     unknown = set(paths) - set(writers)
     if unknown:
@@ -186,5 +241,5 @@ def qc_title(segmentation: Segmentation) -> str:
 def _staging_path(final: Path) -> Path:
     """A hidden name next to ``final`` that keeps its suffix (the writers pick the format from it)."""
     name = final.name
-    suffix = next((s for s in (*SUPPORTED_SUFFIXES, ".csv", ".json", ".png") if name.endswith(s)), "")
+    suffix = next((s for s in (*SUPPORTED_SUFFIXES, ".csv", ".json", ".png", ".stats") if name.endswith(s)), "")
     return final.with_name(f".{name[: len(name) - len(suffix)]}.staged-{os.getpid()}{suffix}")

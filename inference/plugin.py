@@ -136,7 +136,7 @@ def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bun
     # Imported only now: inference.batch imports inference.outputs, which imports matplotlib
     # (brainseg_tf.visualize), and matplotlib reads MPLCONFIGDIR when it is imported.
     from inference.batch import SegmentationJob, dicom_jobs, segment_files
-    from inference.outputs import OutputOptions
+    from inference.outputs import OutputOptions, writes_aseg_stats
 
     _log_to_stdout()
     start = time.perf_counter()
@@ -156,7 +156,7 @@ def run_plugin(options: argparse.Namespace, inputdir: Path, outputdir: Path, bun
         use_cpu_budget(options.threads)
         settings = InferenceConfig(qc=QcConfig(accept_named_contrast=options.accept_named_contrast))
         segmenter = Segmenter.from_bundle(bundle, settings)
-        output_options = OutputOptions(options.format, options.qc, options.probabilities)
+        output_options = OutputOptions(options.format, options.qc, options.probabilities, aseg_stats=writes_aseg_stats(segmenter.label_set))
     except ValueError as error:  # BundleError included: the image is broken, not the input
         return _fail([" ".join(str(error).split())])
     model = {"bundle": bundle.name, "family": segmenter.family, "plugin": plugin}

@@ -114,3 +114,59 @@ def test_a_failing_rename_takes_back_the_files_already_renamed(tmp_path: Path, m
     with pytest.raises(OSError):
         write_outputs(image, segmentation, paths)
     assert list(tmp_path.iterdir()) == []
+
+
+def _aseg_stats_rows(text: str) -> tuple[list[str], dict[str, float], list[list[str]]]:
+    """(column headers, measures by name, table rows) of an aseg.stats text, read as asegstats2table reads it."""
+    headers, measures, rows = [], {}, []
+    for line in text.splitlines():
+        if line.startswith("# ColHeaders"):
+            headers = line.split()[2:]
+        elif line.startswith("# Measure"):
+            parts = [p.strip() for p in line[len("# Measure"):].split(",")]
+            measures[parts[0]] = float(parts[3])
+        elif line and not line.startswith("#"):
+            rows.append(line.split())
+    return headers, measures, rows
+
+
+def test_freesurfer_label_sets_also_write_an_aseg_stats_table(tmp_path: Path) -> None:
+    from brainseg_tf.labels import STRUCTURES
+
+    assert outputs.writes_aseg_stats(STRUCTURES) and not outputs.writes_aseg_stats(TISSUE)
+    image, segmentation = _segmentation(STRUCTURES)
+    paths = output_paths("scan.nii.gz", tmp_path, OutputOptions(qc=False, aseg_stats=True))
+    assert paths["aseg_stats"] == tmp_path / "scan_aseg.stats"
+    write_outputs(image, segmentation, paths)
+    text = paths["aseg_stats"].read_text()
+    headers, measures, rows = _aseg_stats_rows(text)
+    assert headers == ["Index", "SegId", "NVoxels", "Volume_mm3", "StructName", "normMean", "normStdDev", "normMin", "normMax", "normRange"]
+    assert len(rows) == STRUCTURES.num_classes - 1 and f"# NRows {len(rows)}" in text
+    voxel_mm3 = 0.9 * 1.1 * 3.0
+    labels = segmentation.labels.array
+    for row in rows:
+        index, seg_id, voxels, volume, name = int(row[0]), int(row[1]), int(row[2]), float(row[3]), row[4]
+        class_index = STRUCTURES.class_index(name)
+        assert seg_id == STRUCTURES.values[class_index] and voxels == int((labels == class_index).sum())
+        assert volume == pytest.approx(voxels * voxel_mm3, abs=0.06)
+        if voxels:
+            inside = image.array[labels == class_index]
+            assert float(row[5]) == pytest.approx(inside.mean(), abs=1e-4) and float(row[8]) == pytest.approx(inside.max(), abs=1e-4)
+    brain = (labels > 0).sum() * voxel_mm3
+    ventricles = [STRUCTURES.class_index(n) for n in STRUCTURES.names if n.endswith(("Lateral-Ventricle", "Inf-Lat-Vent", "3rd-Ventricle", "4th-Ventricle", "CSF"))]
+    assert len(ventricles) == 7
+    assert measures["BrainSeg"] == pytest.approx(brain, rel=1e-6)
+    assert measures["BrainSegNotVent"] == pytest.approx(brain - np.isin(labels, ventricles).sum() * voxel_mm3, rel=1e-6)
+    assert "scan" not in text  # no input file name in the table
+
+
+def test_the_qc_picture_takes_a_label_set_s_own_colours() -> None:
+    from brainseg_tf.labels import STRUCTURES
+    from brainseg_tf.visualize import OVERLAY_ALPHA, label_colormap
+
+    cmap = label_colormap(STRUCTURES.num_classes, STRUCTURES.colors)
+    hippocampus = STRUCTURES.class_index("Left-Hippocampus")
+    assert cmap(0)[3] == 0 and cmap(hippocampus) == pytest.approx((220 / 255, 216 / 255, 20 / 255, OVERLAY_ALPHA))  # FreeSurfer's 17
+    assert label_colormap(4)(1)[3] == OVERLAY_ALPHA  # no colours: matplotlib's
+    with pytest.raises(ValueError, match="one colour per class \\(4\\). Received: 33 colours"):
+        label_colormap(4, STRUCTURES.colors)

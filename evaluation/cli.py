@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--chart", type=Path, default=Path("docs/comparison.png"), metavar="FILE", help="PNG chart (default: %(default)s)")
     compare.add_argument("--output-dir", type=Path, default=Path("outputs/compare"), metavar="DIR", help="raw results.json goes here (default: %(default)s)")
     _add_heads_parser(commands)
+    _add_structures_parser(commands)
     _add_peers_parser(commands)
     _add_real_head_parser(commands)
     return parser
@@ -65,6 +66,32 @@ def _add_heads_parser(commands: argparse._SubParsersAction) -> None:
     heads.add_argument("--doc", type=Path, default=Path("docs/comparison.md"), metavar="FILE",
                        help="Markdown page whose heads section (between the heads markers) is rewritten (default: %(default)s)")
     heads.add_argument("--output-dir", type=Path, default=Path("outputs/compare-heads"), metavar="DIR", help="raw results.json goes here (default: %(default)s)")
+
+
+def _add_structures_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``compare-structures`` subcommand: structures bundles against the atlas-recall baselines, per structure."""
+    structures = commands.add_parser("compare-structures", help="structures bundles against atlas recall on the held-out structures subjects, stripped and as full heads")
+    structures.add_argument("--config", type=Path, help="YAML file overriding the defaults in brainseg_tf/config.py (data.label_set is set to structures)")
+    structures.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one config value (repeatable)")
+    structures.add_argument("--quick", action="store_true", help="the quick config (small embedded dataset)")
+    structures.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    structures.add_argument("--bundle", dest="bundles", type=Path, action="append", required=True, metavar="DIR",
+                            help="a structures bundle, multi-class or ensemble (repeatable)")
+    structures.add_argument("--subjects", type=int, metavar="N", help="score only the first N test subjects (default: all)")
+    structures.add_argument("--no-heads", dest="heads", action="store_false", help="skip the full heads grown around the test brains")
+    structures.add_argument("--seed", type=int, default=0, help="seed of the full heads (default: %(default)s)")
+    structures.add_argument("--doc", type=Path, default=Path("docs/structures.md"), metavar="FILE",
+                            help="Markdown page whose structures section (between the structures markers) is rewritten (default: %(default)s)")
+    structures.add_argument("--output-dir", type=Path, default=Path("outputs/compare-structures"), metavar="DIR",
+                            help="raw results.json goes here (default: %(default)s)")
+
+
+def compare_structures(args: argparse.Namespace, config: Config) -> None:
+    from evaluation.structures_compare import StructuresOptions, run_structures_comparison
+
+    options = StructuresOptions(tuple(args.bundles), args.subjects, args.heads, args.seed, args.doc, args.output_dir,
+                                shlex.join(["python", "-m", "evaluation", *sys.argv[1:]]))
+    run_structures_comparison(config.replace({"data.label_set": "structures"}), options)
 
 
 def heads_options(args: argparse.Namespace) -> HeadsOptions:
@@ -211,6 +238,7 @@ def real_head(args: argparse.Namespace, config: Config) -> None:
 COMMANDS = {"compare": compare, "compare-heads": compare_heads}
 COMMANDS["peers"] = peers
 COMMANDS["real-head"] = real_head
+COMMANDS["compare-structures"] = compare_structures
 """TensorFlow is not imported here up front: compare segments in fresh worker processes, whose peak memory
 would otherwise start from this process's."""
 

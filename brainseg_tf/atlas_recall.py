@@ -55,13 +55,27 @@ def recall_atlas(atlas: LabelMap, shape: tuple[int, int, int], affine: np.ndarra
 
 def _moments_map(atlas: LabelMap, affine: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """4x4 world-to-world map taking the subject's brain moments to the atlas brain's."""
-    atlas_mean, atlas_cov = _moments(np.asarray(atlas.array) > 0, np.asarray(atlas.affine, dtype=np.float64))
-    subject_mean, subject_cov = _moments(mask, affine)
-    linear = _sqrt_psd(atlas_cov) @ np.linalg.inv(_sqrt_psd(subject_cov))
+    return moments_map(brain_moments(mask, affine), brain_moments(np.asarray(atlas.array) > 0, np.asarray(atlas.affine, dtype=np.float64)))
+
+
+def moments_map(source: tuple[np.ndarray, np.ndarray], target: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """4x4 map taking points of a brain with moments ``source`` (centroid, covariance) to the matching points of a brain
+    with moments ``target``: ``y -> mu_t + C_t^(1/2) C_s^(-1/2) (y - mu_s)`` (symmetric square roots)."""
+    (source_mean, source_cov), (target_mean, target_cov) = source, target
+    linear = _sqrt_psd(target_cov) @ np.linalg.inv(_sqrt_psd(source_cov))
     mapping = np.eye(4)
     mapping[:3, :3] = linear
-    mapping[:3, 3] = atlas_mean - linear @ subject_mean
+    mapping[:3, 3] = target_mean - linear @ source_mean
     return mapping
+
+
+def brain_moments(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid (3,) and covariance (3, 3) of a brain mask's voxel centres in the frame ``affine`` maps to (e.g. world mm).
+
+    Raises:
+        ValueError: fewer than 4 voxels.
+    """
+    return _moments(np.asarray(mask, dtype=bool), np.asarray(affine, dtype=np.float64))
 
 
 def _moments(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -216,6 +216,8 @@ class TrainingConfig:
     output_dir: str = "outputs/training"  # run folders (checkpoints, logs, bundles) go below
     ensemble_pairs: Literal["apart", "mirrored"] = "apart"  # ensemble: a member per class, or one member per left/right pair of
     # the label set, run on the volume and on its mirror (the flip augmentation already teaches it either side; docs/structures.md)
+    member_region_margin_mm: float = 0.0  # ensemble on the structures label set: > 0 gives each member the atlas box of its class
+    # grown by this margin, read alone at inference (brainseg_tf.regions); 0: every member reads the whole volume
     init_from: str | None = None  # fine-tuning: a bundle whose weights start a fresh run (a model bundle of the same family and
     # classes; for ensemble members, an ensemble bundle: each member starts from its class's member). A resumed run ignores it
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from brainseg_tf.config import Config
@@ -38,6 +39,7 @@ from brainseg_tf.data import TargetEncoding, steps_per_epoch
 from brainseg_tf.errors import BrainsegError, ConfigError
 from brainseg_tf.labels import LabelSet, class_slug
 from brainseg_tf.models import build_segmenter, compile_segmenter
+from brainseg_tf.regions import AtlasFrame, Region
 from training.callbacks import EpochCheckpoint, make_callbacks
 from training.checkpoints import RunCheckpoints, RunState, trim_csv_log
 from training.evaluate import ensemble_validation_metrics
@@ -309,9 +311,33 @@ def _write_ensemble(bundle_dir: Path, members: list[NetworkPlan], config: Config
         state = plan.checkpoints.read_state()
         if state is not None and "val_loss" in state.best_logs:
             metrics[f"val_loss_{class_slug(plan.label_set.names[plan.class_index])}"] = state.best_logs["val_loss"]  # type: ignore[index]
-    path = write_ensemble_bundle(bundle_dir, bundles, label_set=data.label_set, config=config, metrics=metrics, mirrored_pairs=mirrored)
+    regions = member_regions(data.label_set, class_indices, config.training.member_region_margin_mm)  # type: ignore[arg-type]
+    path = write_ensemble_bundle(bundle_dir, bundles, label_set=data.label_set, config=config, metrics=metrics, mirrored_pairs=mirrored, regions=regions)
     logger.info("ensemble of %d members: bundle written to %s (%s)", len(members), path, _format_metrics(metrics))
     return Path(path)
+
+
+def member_regions(label_set: LabelSet, class_indices: Sequence[int], margin_mm: float) -> tuple[AtlasFrame, dict[int, Region]] | None:
+    """The atlas frame and each member class's atlas box grown by ``margin_mm`` (`brainseg_tf.regions`); None at margin 0.
+
+    Raises:
+        ConfigError: a negative margin, or regions asked for a label set without an atlas (only ``structures`` has one).
+    """
+    if margin_mm == 0:
+        return None
+    if not margin_mm > 0:
+        raise ConfigError(f"Expected training.member_region_margin_mm >= 0. Received: {margin_mm!r}")
+    from brainseg_tf.datasets import embedded
+    from brainseg_tf.datasets.structures import structures_on_template
+    from brainseg_tf.io import LabelMap
+    from brainseg_tf.labels import STRUCTURES
+    from brainseg_tf.regions import atlas_frame, atlas_regions
+
+    if label_set.name != STRUCTURES.name:
+        raise ConfigError(f"Expected training.member_region_margin_mm only on the structures label set (its atlas gives the regions). Received: {label_set.name!r}")
+    atlas = structures_on_template(embedded.load_template(1.0))
+    classes = LabelMap(STRUCTURES.to_classes(np.asarray(atlas.array)), atlas.affine)
+    return atlas_frame(classes), atlas_regions(classes, class_indices, margin_mm)
 
 
 def _is_finished(plan: NetworkPlan, epochs: int) -> bool:

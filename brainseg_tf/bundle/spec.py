@@ -14,6 +14,11 @@ it were skull-stripped); version 3 adds mirrored ensemble members (`MIRRORED_CLA
 class a version-2 reader would silently skip (no right-side structures)."""
 READABLE_FORMAT_VERSIONS: tuple[int, ...] = (1, 2, 3)
 """Versions this reader accepts: 1 is 2 without a brain extractor, 2 is 3 without mirrored members."""
+REGION_KEY = "region_mm"
+"""Optional key of an ensemble's member entry (version 3): the box of the atlas (world mm, `brainseg_tf.regions.Region`)
+its class lies in; the member reads only that box, carried onto the subject by brain moments. Needs `ATLAS_FRAME_KEY`."""
+ATLAS_FRAME_KEY = "atlas_frame"
+"""Optional key of an ensemble's bundle.json (version 3): the atlas brain's moments the member regions are carried by."""
 MIRRORED_CLASS_KEY = "mirrored_class_index"
 """Optional key of an ensemble's member entry (version 3): the member also segments the left/right partner of its
 class (`LabelSet.lr_pairs`), on the left/right mirror of the volume, its output mirrored back."""

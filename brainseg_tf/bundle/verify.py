@@ -11,6 +11,7 @@ from typing import Any
 
 from brainseg_tf.bundle.manifest import check_manifest, sha256_file
 from brainseg_tf.bundle.spec import (
+    ATLAS_FRAME_KEY,
     BRAIN_EXTRACTOR_DIR,
     BUNDLE_JSON,
     FAMILIES,
@@ -21,6 +22,7 @@ from brainseg_tf.bundle.spec import (
     MEMBERS_DIR,
     MIRRORED_CLASS_KEY,
     READABLE_FORMAT_VERSIONS,
+    REGION_KEY,
     REQUIRED_KEYS,
     SAVED_MODEL_DIR,
 )
@@ -28,6 +30,7 @@ from brainseg_tf.errors import BundleError, LabelError
 from brainseg_tf.families import Family
 from brainseg_tf.labels import BRAIN, LabelSet
 from brainseg_tf.preprocessing import InputSpec
+from brainseg_tf.regions import AtlasFrame, Region
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class BundleInfo:
             single_class model on the ``brain`` label set); None when the bundle has none.
         mirrored_class_index: for an ensemble's member, the class it also segments on the left/right mirror of
             the volume (the partner of its class, format 3); None otherwise.
+        region: for an ensemble's member, the atlas box it reads (format 3, `brainseg_tf.regions`); None: the whole volume.
+        atlas_frame: for an ensemble whose members have regions, the atlas brain's moments they are carried by.
     """
 
     path: Path
@@ -61,6 +66,8 @@ class BundleInfo:
     config: dict[str, Any] = field(default_factory=dict)
     brain_extractor: BundleInfo | None = None
     mirrored_class_index: int | None = None
+    region: Region | None = None
+    atlas_frame: AtlasFrame | None = None
 
 
 def verify_bundle(path: str | os.PathLike[str], hashed: dict[str, str] | None = None) -> dict[str, Any]:
@@ -111,7 +118,9 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
 
 
 def _info(root: Path, data: dict[str, Any]) -> BundleInfo:
-    members = [dataclasses.replace(_info(root / m["path"], _read_bundle_json(root / m["path"])), mirrored_class_index=m.get(MIRRORED_CLASS_KEY))
+    file = root / BUNDLE_JSON
+    members = [dataclasses.replace(_info(root / m["path"], _read_bundle_json(root / m["path"])), mirrored_class_index=m.get(MIRRORED_CLASS_KEY),
+                                   region=_member_region(file, m, data))
                for m in data.get("members", [])]
     extractor = data.get(BRAIN_EXTRACTOR_KEY)
     extractor_root = root / BRAIN_EXTRACTOR_DIR
@@ -126,6 +135,7 @@ def _info(root: Path, data: dict[str, Any]) -> BundleInfo:
         members=members,
         config=dict(data["config"]),
         brain_extractor=None if extractor is None else _info(extractor_root, _read_bundle_json(extractor_root)),
+        atlas_frame=_atlas_frame(file, data),
     )
 
 
@@ -206,10 +216,35 @@ def _check_members(root: Path, data: dict[str, Any], listed: dict[str, str]) -> 
                 member_root / MANIFEST, f"sha256 does not match the ensemble's bundle.json: expected {recorded}..., found {found[:12]}..."
             )
         _check_member_agrees(member_root, member, entry, data)
+        _member_region(file, entry, data)
         for index in (entry["class_index"], *_mirrored_class(file, entry, data)):
             if index in seen:
                 raise BundleError(file, f"two members segment class {index}")
             seen.add(index)
+
+
+def _atlas_frame(file: Path, ensemble: dict[str, Any]) -> AtlasFrame | None:
+    """The ensemble's atlas frame (`ATLAS_FRAME_KEY`), checked; None when it has none."""
+    if ATLAS_FRAME_KEY not in ensemble:
+        return None
+    if ensemble["format_version"] < 3:
+        raise BundleError(file, f"an atlas frame needs format_version 3 or later. Received: {ensemble['format_version']}")
+    try:
+        return AtlasFrame.from_dict(ensemble[ATLAS_FRAME_KEY])
+    except (TypeError, ValueError) as error:
+        raise BundleError(file, f"bad {ATLAS_FRAME_KEY}: {error}") from None
+
+
+def _member_region(file: Path, entry: dict[str, Any], ensemble: dict[str, Any]) -> Region | None:
+    """A member's atlas box (`REGION_KEY`), checked; None when it reads the whole volume."""
+    if REGION_KEY not in entry:
+        return None
+    if _atlas_frame(file, ensemble) is None:
+        raise BundleError(file, f"member {entry['name']!r}: a {REGION_KEY} needs the ensemble's {ATLAS_FRAME_KEY}. Received: none")
+    try:
+        return Region.from_list(entry[REGION_KEY])
+    except (TypeError, ValueError) as error:
+        raise BundleError(file, f"member {entry['name']!r}: bad {REGION_KEY}: {error}") from None
 
 
 def _mirrored_class(file: Path, entry: dict[str, Any], ensemble: dict[str, Any]) -> tuple[int, ...]:

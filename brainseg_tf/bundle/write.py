@@ -20,6 +20,7 @@ from brainseg_tf.bundle.export import check_serving_matches, export_saved_model,
 from brainseg_tf.bundle.extractor import check_brain_extractor_source, copy_brain_extractor
 from brainseg_tf.bundle.manifest import sha256_file, write_manifest
 from brainseg_tf.bundle.spec import (
+    ATLAS_FRAME_KEY,
     BUNDLE_JSON,
     FAMILIES,
     FORMAT_VERSION,
@@ -27,6 +28,7 @@ from brainseg_tf.bundle.spec import (
     MANIFEST,
     MEMBERS_DIR,
     MIRRORED_CLASS_KEY,
+    REGION_KEY,
     SAVED_MODEL_DIR,
     member_name,
 )
@@ -36,6 +38,7 @@ from brainseg_tf.config import Config
 from brainseg_tf.errors import BundleError
 from brainseg_tf.labels import LabelSet
 from brainseg_tf.preprocessing import InputSpec
+from brainseg_tf.regions import AtlasFrame, Region
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +103,7 @@ def write_ensemble_bundle(
     metrics: Mapping[str, float],
     brain_extractor: str | os.PathLike[str] | None = None,
     mirrored_pairs: bool = False,
+    regions: tuple[AtlasFrame, Mapping[int, Region]] | None = None,
 ) -> Path:
     """Gather single_class model bundles into one ensemble bundle.
 
@@ -116,6 +120,8 @@ def write_ensemble_bundle(
         brain_extractor: a brain-extractor bundle to ship inside (see `brainseg_tf.bundle.extractor`).
         mirrored_pairs: each member of a class in a left/right pair of ``label_set`` also segments its partner,
             on the mirrored volume (`MIRRORED_CLASS_KEY`); no member may then hold a partner.
+        regions: the atlas brain's moments and, per member class, the atlas box it reads (`brainseg_tf.regions`);
+            members without a box read the whole volume.
 
     Returns:
         The ensemble folder.
@@ -144,8 +150,12 @@ def write_ensemble_bundle(
             entry = {"name": name, "class_index": data["class_index"], "path": f"{MEMBERS_DIR}/{name}"}
             if data["class_index"] in mirrored:
                 entry[MIRRORED_CLASS_KEY] = mirrored[data["class_index"]]
+            if regions is not None and data["class_index"] in regions[1]:
+                entry[REGION_KEY] = regions[1][data["class_index"]].to_list()
             entries.append({**entry, "sha256": sha256_file(copy / MANIFEST)})
         description["members"] = entries
+        if regions is not None:
+            description[ATLAS_FRAME_KEY] = regions[0].to_dict()
         _finish(staging, description, extractor)
     logger.info("Wrote ensemble bundle %s with members %s", target, names)
     return target

@@ -145,6 +145,9 @@ class GeneratorConfig:
     slice_shape: tuple[int, int] = (128, 128)  # in-plane crop of each 2.5D sample
     patch_shape: tuple[int, int, int] = (64, 64, 64)  # 3D patch mode
     foreground_fraction: float = 0.7  # share of samples centred on a foreground class (classes drawn evenly)
+    centre_on: Literal["any class", "own class"] = "any class"  # foreground centres: any class (every network sees the same
+    # samples), or a single-class network's own class and its left/right partner (a member of a small structure sees it in
+    # every foreground sample; the multi-class network is unchanged)
     batch_size: int = 16
     samples_per_epoch: int = 512
     seed: int = 0

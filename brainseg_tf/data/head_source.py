@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.data.encoding import TargetEncoding
-from brainseg_tf.data.pipeline import SampleSource, check_pipeline_config, dataset_from_source, steps_per_epoch
+from brainseg_tf.data.pipeline import SampleSource, check_pipeline_config, dataset_from_source, focus_classes, steps_per_epoch
 from brainseg_tf.datasets.heads import head_brain_mask, head_to_tissue
 from brainseg_tf.datasets.synthetic_heads import child_head, on_head_grid, scaled_brain, synthesize_head_subject, tissue_of_structure_classes
 from brainseg_tf.errors import ConfigError, DatasetError
@@ -83,6 +83,7 @@ class HeadSource:
         self.target = target
         self.label_set = HEAD_TARGETS[target]
         self.augment = augment
+        self.focus: tuple[int, ...] | None = None  # foreground centres only on these classes (`focus_classes`)
         self._heads: dict[tuple[int, int], Future[Subject]] = {}  # the last few heads, so the batches sharing one draw it once
         self._lock = threading.Lock()
 
@@ -135,7 +136,7 @@ class HeadSource:
         if self.config.random_slice_axis and self.config.mode == "slices":
             axis = int(self._rng(epoch, batch_index, HEAD_AXIS_STREAM).integers(3))
             sampling = dataclasses.replace(self.config, slice_axis=axis)
-        return SampleSource([self.head(epoch, batch_index)], self.label_set, sampling, augment=self.augment).batch(first_epoch, positions)
+        return SampleSource([self.head(epoch, batch_index)], self.label_set, sampling, augment=self.augment, focus=self.focus).batch(first_epoch, positions)
 
     def _rng(self, epoch: int, batch_index: int, stream: int = 0) -> np.random.Generator:
         return batch_rng(self.config.seed, epoch, batch_index, stream)
@@ -232,11 +233,13 @@ def make_head_dataset(
         DatasetError: no brains.
     """
     heads = HeadSource(brains, config, preprocessing, target, augment=augment)
+    heads.focus = focus_classes(heads.label_set, config, encoding)
     source: HeadSource | MixedSource = heads
     if heads_fraction < 1:
         if cached_label_set is None:
             raise ConfigError("Expected the cached subjects' label set with data.heads_fraction below 1. Received: none")
-        source = MixedSource(heads, SampleSource(brains, cached_label_set, config, augment=augment), cached_label_set, heads_fraction)
+        cached = SampleSource(brains, cached_label_set, config, augment=augment, focus=focus_classes(cached_label_set, config, encoding))
+        source = MixedSource(heads, cached, cached_label_set, heads_fraction)
     dataset = dataset_from_source(source, heads.label_set, config, encoding, epoch=epoch, repeat=repeat)
     logger.info("generator: fresh heads around %d brains for %.0f %% of the batches, %s targets (%s), %d batches of %d per epoch",
                 len(brains), 100 * heads_fraction, target, encoding.name, steps_per_epoch(config), config.batch_size)

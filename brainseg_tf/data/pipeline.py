@@ -111,14 +111,17 @@ class SampleSource:
         label_set: their label set (number of classes, left/right pairs).
         config: generator settings.
         augment: apply `config.augment`; False reads exact crops (validation).
+        focus: foreground centres only on these classes (`focus_classes`); None: any class.
     """
 
     def __init__(
-        self, subjects: Sequence[Subject], label_set: LabelSet, config: GeneratorConfig, *, augment: bool = True
+        self, subjects: Sequence[Subject], label_set: LabelSet, config: GeneratorConfig, *, augment: bool = True,
+        focus: tuple[int, ...] | None = None,
     ) -> None:
         check_pipeline_config(config)
         self.config = config
         self.augment = augment
+        self.focus = focus
         self.sampler = SubjectSampler(subjects, label_set.num_classes, config)
         self.permutation = label_set.flip_permutation()
         self.flip_axes = flip_axes(config.mode, config.slice_axis)
@@ -129,12 +132,12 @@ class SampleSource:
 
     def location(self, epoch: int, index: int) -> tuple[int, Centre]:
         """Subject position and crop centre of a sample (the first draws of its generator)."""
-        return self.sampler.locate(self.rng(epoch, index))
+        return self.sampler.locate(self.rng(epoch, index), self.focus)
 
     def sample(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """One sample: image float32 (H, W, C) or (D, H, W, 1), labels int32 (H, W) or (D, H, W)."""
         rng = self.rng(epoch, index)
-        number, centre = self.sampler.locate(rng)
+        number, centre = self.sampler.locate(rng, self.focus)
         if not self.augment:
             image, labels = self.sampler.extract(number, centre)
             return image, labels.astype(np.int32)
@@ -151,6 +154,22 @@ class SampleSource:
         per_epoch = steps_per_epoch(self.config) * self.config.batch_size
         samples = [self.sample(first_epoch + int(p) // per_epoch, int(p) % per_epoch) for p in positions]
         return np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
+
+
+def focus_classes(label_set: LabelSet, config: GeneratorConfig, encoding: TargetEncoding) -> tuple[int, ...] | None:
+    """The classes a network's foreground samples centre on: with ``generator.centre_on`` "own class", a single-class
+    network's class and its left/right partner (the flip augmentation turns the partner into its class); None otherwise
+    (any class, every network the same samples).
+
+    Raises:
+        ConfigError: an unknown ``centre_on``.
+    """
+    if config.centre_on not in ("any class", "own class"):
+        raise ConfigError(f"Expected generator.centre_on 'any class' or 'own class'. Received: {config.centre_on!r}")
+    if config.centre_on == "any class" or encoding.kind != "sigmoid" or encoding.class_index is None:
+        return None
+    partner = label_set.lr_partners().get(encoding.class_index)
+    return (encoding.class_index,) if partner is None else (encoding.class_index, partner)
 
 
 def make_dataset(
@@ -182,7 +201,7 @@ def make_dataset(
         ConfigError: invalid settings or an encoding that does not fit the label set.
         DatasetError: no subjects, or class indices outside the label set.
     """
-    source = SampleSource(subjects, label_set, config, augment=augment)
+    source = SampleSource(subjects, label_set, config, augment=augment, focus=focus_classes(label_set, config, encoding))
     dataset = dataset_from_source(source, label_set, config, encoding, epoch=epoch, repeat=repeat)
     logger.info(
         "generator: %d subjects, %s mode, %s targets, %d batches of %d per epoch%s",

@@ -135,11 +135,13 @@ def index_classes(
     return ClassPoints(shape=tuple(classes.shape), classes=tuple(present), points=tuple(points))  # type: ignore[arg-type]
 
 
-def choose_centre(rng: np.random.Generator, points: ClassPoints, foreground_fraction: float) -> Centre:
+def choose_centre(rng: np.random.Generator, points: ClassPoints, foreground_fraction: float, focus: tuple[int, ...] | None = None) -> Centre:
     """A crop centre: with probability `foreground_fraction` a voxel of a foreground class drawn evenly
-    among those present, otherwise (or when no foreground is present) a uniformly random voxel."""
-    if points.classes and rng.random() < foreground_fraction:
-        members = points.points[rng.integers(len(points.classes))]
+    among those present (among the ``focus`` classes present, when given), otherwise (or when none is present)
+    a uniformly random voxel."""
+    chosen = [k for k, c in enumerate(points.classes) if focus is None or c in focus]
+    if chosen and rng.random() < foreground_fraction:
+        members = points.points[chosen[int(rng.integers(len(chosen)))]]
         flat = members[rng.integers(members.size)]
         return tuple(int(v) for v in np.unravel_index(flat, points.shape))  # type: ignore[return-value]
     return tuple(int(rng.integers(n)) for n in points.shape)  # type: ignore[return-value]
@@ -243,10 +245,11 @@ class SubjectSampler:
         """Axes that rotation and scale act on: 2 (in-plane) for slices, 3 for patches."""
         return 2 if self.config.mode == "slices" else 3
 
-    def locate(self, rng: np.random.Generator) -> tuple[int, Centre]:
-        """Draw a subject (uniformly) and a crop centre in it, in volume coordinates (I, J, K)."""
+    def locate(self, rng: np.random.Generator, focus: tuple[int, ...] | None = None) -> tuple[int, Centre]:
+        """Draw a subject (uniformly) and a crop centre in it, in volume coordinates (I, J, K); foreground centres
+        among the ``focus`` classes when given (`choose_centre`)."""
         number = int(rng.integers(len(self.subjects)))
-        return number, choose_centre(rng, self.class_points[number], self.config.foreground_fraction)
+        return number, choose_centre(rng, self.class_points[number], self.config.foreground_fraction, focus)
 
     def extract(self, number: int, centre: Centre, matrix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Read image and labels around `centre` of subject `number`, in sample layout.

@@ -12,6 +12,7 @@ import pytest
 
 from brainseg_tf.errors import BundleError
 from brainseg_tf.io import Volume, save_volume
+from brainseg_tf.labels import TISSUE
 from toy_volumes import toy_brain
 import inference.plugin
 from inference.plugin import OUTPUT_FORMATS, build_parser, find_inputs, run_plugin
@@ -100,6 +101,7 @@ class _FailingModel:
     """Stands in for a segmenter whose network breaks its contract on every input."""
 
     family = "multiclass"
+    label_set = TISSUE
 
     @classmethod
     def from_bundle(cls, path: Path, settings: object = None) -> _FailingModel:

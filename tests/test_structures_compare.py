@@ -57,6 +57,11 @@ def test_scores_of_a_perfect_and_of_an_empty_prediction() -> None:
     perfect = _scores(reference, reference, (1.0, 1.0, 2.0))
     assert perfect["Left-Hippocampus"] == {"dice": 1.0, "hd95": 0.0, "volume": 0.0}
     assert perfect["CSF"]["dice"] == 1.0 and np.isnan(perfect["CSF"]["volume"])  # absent from both
+    from brainseg_tf.scoring import hausdorff95
+
+    shifted = np.roll(reference, 2, axis=0)
+    cropped = _scores(shifted, reference, (1.0, 1.0, 2.0))["Right-Putamen"]["hd95"]
+    assert cropped == hausdorff95(shifted, reference, STRUCTURES.class_index("Right-Putamen"), (1.0, 1.0, 2.0)) > 0  # the box changes nothing
     empty = _scores(np.zeros_like(reference), reference, (1.0, 1.0, 2.0))
     assert empty["Right-Putamen"]["dice"] == 0.0 and empty["Right-Putamen"]["volume"] == -1.0 and empty["Right-Putamen"]["hd95"] == float("inf")
 

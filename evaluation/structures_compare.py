@@ -130,7 +130,7 @@ def run_structures_comparison(config: Config, options: StructuresOptions) -> dic
     for info in infos:
         if info.label_set.name != STRUCTURES.name:
             raise ConfigError(f"Expected bundles on the structures label set. Received: {info.label_set.name!r} in {info.path}")
-    segmenters = {f"{info.path.name} ({info.family.value})": Segmenter.from_bundle(info.path) for info in infos}
+    segmenters = {f"{_bundle_name(info.path)} ({info.family.value})": Segmenter.from_bundle(info.path) for info in infos}
     atlas = structures_on_template(embedded.load_template(1.0))
     atlas_classes = LabelMap(STRUCTURES.to_classes(np.asarray(atlas.array)), atlas.affine)
     methods = [*ATLAS_METHODS, *segmenters]
@@ -157,6 +157,11 @@ def run_structures_comparison(config: Config, options: StructuresOptions) -> dic
     write_text(options.output_dir / "results.json", json.dumps(finite_or_none(results), indent=1) + "\n")
     update_doc(options.doc, render_structures(results), STRUCTURES_MARKERS)
     return results
+
+
+def _bundle_name(path: Path) -> str:
+    """A bundle's name in the tables: its folder's, or its run's when the folder is a run's ``bundle``."""
+    return path.parent.name if path.name == "bundle" and path.parent.name else path.name
 
 
 def _nonzero_brain(image: np.ndarray) -> np.ndarray:

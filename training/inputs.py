@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -12,6 +12,7 @@ import tensorflow as tf
 from brainseg_tf.config import Config, GeneratorConfig
 from brainseg_tf.data import SampleSource, TargetEncoding, make_dataset
 from brainseg_tf.data.head_source import HEAD_TARGETS, HeadSource, make_head_dataset
+from brainseg_tf.data.sampling import SubjectSampler
 from brainseg_tf.datasets import Subject, build_cache, read_info, read_subjects
 from brainseg_tf.errors import ConfigError, DatasetError
 from brainseg_tf.labels import LabelSet, get_label_set
@@ -45,6 +46,14 @@ class RunData:
     preprocessing: Preprocessing | None = None
     heads_fraction: float = 1.0
     cached_label_set: LabelSet | None = None
+    samplers: dict[GeneratorConfig, SubjectSampler] = field(default_factory=dict, compare=False, repr=False)
+
+    def train_sampler(self, config: GeneratorConfig) -> SubjectSampler:
+        """The training subjects' sampler for ``config``, built once and shared by every network of the run (see
+        `brainseg_tf.data.make_dataset`: a dataset's source lives as long as the process)."""
+        if config not in self.samplers:
+            self.samplers[config] = SubjectSampler(self.train, (self.cached_label_set or self.label_set).num_classes, config)
+        return self.samplers[config]
 
 
 def run_label_set(config: Config) -> LabelSet:
@@ -85,10 +94,11 @@ def load_run_data(config: Config) -> RunData:
 def training_dataset(data: RunData, config: GeneratorConfig, encoding: TargetEncoding, initial_epoch: int) -> tf.data.Dataset:
     """The endless augmented stream whose n-th block of `steps_per_epoch` batches is generator epoch ``initial_epoch + n``."""
     if data.heads != "off":
+        cached_sampler = data.train_sampler(config) if data.heads_fraction < 1 else None
         dataset = make_head_dataset(data.train, config, data.preprocessing, encoding, data.heads, epoch=initial_epoch, repeat=True,  # type: ignore[arg-type]
-                                    heads_fraction=data.heads_fraction, cached_label_set=data.cached_label_set)
+                                    heads_fraction=data.heads_fraction, cached_label_set=data.cached_label_set, cached_sampler=cached_sampler)
     else:
-        dataset = make_dataset(data.train, data.label_set, config, encoding, epoch=initial_epoch, repeat=True)
+        dataset = make_dataset(data.train, data.label_set, config, encoding, epoch=initial_epoch, repeat=True, sampler=data.train_sampler(config))
     return _shard_by_data(dataset)
 
 

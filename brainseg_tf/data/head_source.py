@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from brainseg_tf.config import GeneratorConfig, HeadConfig
 from brainseg_tf.data.encoding import TargetEncoding
+from brainseg_tf.data.sampling import SubjectSampler
 from brainseg_tf.data.pipeline import SampleSource, check_pipeline_config, dataset_from_source, focus_classes, steps_per_epoch
 from brainseg_tf.datasets.heads import head_brain_mask, head_to_tissue
 from brainseg_tf.datasets.synthetic_heads import child_head, on_head_grid, scaled_brain, synthesize_head_subject, tissue_of_structure_classes
@@ -223,10 +224,11 @@ def make_head_dataset(
     repeat: bool = False,
     heads_fraction: float = 1.0,
     cached_label_set: LabelSet | None = None,
+    cached_sampler: SubjectSampler | None = None,
 ) -> tf.data.Dataset:
     """Batches of (inputs, targets) from fresh synthetic heads, for either family (see `make_dataset`); with
     ``heads_fraction`` below 1 the other batches come from ``brains`` themselves, as cached (`MixedSource`;
-    their ``cached_label_set`` must be the target's).
+    their ``cached_label_set`` must be the target's; ``cached_sampler`` shares their `SubjectSampler`, see `make_dataset`).
 
     Raises:
         ConfigError: invalid settings or an encoding that does not fit the target's label set.
@@ -238,7 +240,8 @@ def make_head_dataset(
     if heads_fraction < 1:
         if cached_label_set is None:
             raise ConfigError("Expected the cached subjects' label set with data.heads_fraction below 1. Received: none")
-        cached = SampleSource(brains, cached_label_set, config, augment=augment, focus=focus_classes(cached_label_set, config, encoding))
+        cached = SampleSource(brains, cached_label_set, config, augment=augment, focus=focus_classes(cached_label_set, config, encoding),
+                              sampler=cached_sampler)
         source = MixedSource(heads, cached, cached_label_set, heads_fraction)
     dataset = dataset_from_source(source, heads.label_set, config, encoding, epoch=epoch, repeat=repeat)
     logger.info("generator: fresh heads around %d brains for %.0f %% of the batches, %s targets (%s), %d batches of %d per epoch",

@@ -112,17 +112,22 @@ class SampleSource:
         config: generator settings.
         augment: apply `config.augment`; False reads exact crops (validation).
         focus: foreground centres only on these classes (`focus_classes`); None: any class.
+        sampler: a `SubjectSampler` already built over ``subjects`` with ``config`` (`shared_sampler`), so that sources of
+            several networks share its copies of the subjects; None builds one.
     """
 
     def __init__(
         self, subjects: Sequence[Subject], label_set: LabelSet, config: GeneratorConfig, *, augment: bool = True,
-        focus: tuple[int, ...] | None = None,
+        focus: tuple[int, ...] | None = None, sampler: SubjectSampler | None = None,
     ) -> None:
         check_pipeline_config(config)
         self.config = config
         self.augment = augment
         self.focus = focus
-        self.sampler = SubjectSampler(subjects, label_set.num_classes, config)
+        if sampler is not None and (sampler.config != config or len(sampler.subjects) != len(subjects)
+                                    or any(a is not b for a, b in zip(sampler.subjects, subjects))):
+            raise ValueError("Expected a sampler built over these subjects with this generator config. Received: another one")
+        self.sampler = sampler or SubjectSampler(subjects, label_set.num_classes, config)
         self.permutation = label_set.flip_permutation()
         self.flip_axes = flip_axes(config.mode, config.slice_axis)
 
@@ -181,6 +186,7 @@ def make_dataset(
     augment: bool = True,
     epoch: int = 0,
     repeat: bool = False,
+    sampler: SubjectSampler | None = None,
 ) -> tf.data.Dataset:
     """Batches of (inputs, targets) for either model family; see the module docstring for seeding and epochs.
 
@@ -192,6 +198,10 @@ def make_dataset(
         augment: apply `config.augment`; False for validation (exact crops).
         epoch: the (first) epoch drawn, >= 0.
         repeat: draw epochs ``epoch, epoch + 1, ...`` without end (for keras ``fit`` with ``steps_per_epoch``).
+        sampler: the subjects' `SubjectSampler` shared between datasets (see `SampleSource`). TensorFlow keeps a
+            dataset's Python source alive as long as the process (``tf.numpy_function``), so a run that builds one
+            dataset per network (an ensemble) must share it: each sampler holds a copy of every subject (about 2 GB for
+            20 subjects at 1 mm; measured, 18 members in one process ran out of 24 GB).
 
     Returns:
         Dataset of float32 ``inputs`` (B, H, W, C) or (B, D, H, W, 1) and float32 ``targets``
@@ -201,7 +211,7 @@ def make_dataset(
         ConfigError: invalid settings or an encoding that does not fit the label set.
         DatasetError: no subjects, or class indices outside the label set.
     """
-    source = SampleSource(subjects, label_set, config, augment=augment, focus=focus_classes(label_set, config, encoding))
+    source = SampleSource(subjects, label_set, config, augment=augment, focus=focus_classes(label_set, config, encoding), sampler=sampler)
     dataset = dataset_from_source(source, label_set, config, encoding, epoch=epoch, repeat=repeat)
     logger.info(
         "generator: %d subjects, %s mode, %s targets, %d batches of %d per epoch%s",

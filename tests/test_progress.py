@@ -103,6 +103,7 @@ class _FailingSegmenter:
     """Stands in for a loaded bundle: every input fails, so `segment_files` runs without a model."""
 
     family = "multiclass"
+    label_set = TISSUE
 
     @classmethod
     def from_bundle(cls, path: Path, settings: object = None) -> _FailingSegmenter:

@@ -19,6 +19,7 @@ This package meets training only through the library and the bundle format: it n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from brainseg_tf.atlas_recall import recall_atlas
 from brainseg_tf.bundle import read_bundle_info
@@ -107,8 +107,6 @@ def structure_cases(config: Config, subjects: int | None, heads: bool, seed: int
 
 
 def _head_generator() -> GeneratorConfig:
-    import dataclasses
-
     generator = GeneratorConfig()
     synthesis = dataclasses.replace(generator.synthesis, prior_probability=1.0, thick_slice_probability=0.0)
     return dataclasses.replace(generator, synthesis=synthesis)
@@ -165,13 +163,10 @@ def _bundle_name(path: Path) -> str:
 
 
 def _nonzero_brain(image: np.ndarray) -> np.ndarray:
-    """A stripped image's brain: the largest connected nonzero region, holes filled."""
-    components, count = ndimage.label(np.asarray(image) != 0)
-    if count == 0:
-        return np.zeros(image.shape, bool)
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return np.asarray(ndimage.binary_fill_holes(components == int(sizes.argmax())))
+    """A stripped image's brain: the largest connected nonzero region, holes filled (as inference takes it)."""
+    from inference.extraction import largest_filled_component
+
+    return largest_filled_component(np.asarray(image) != 0)[0]
 
 
 def _scores(predicted: np.ndarray, reference: np.ndarray, sizes: tuple[float, ...]) -> dict[str, dict[str, float]]:

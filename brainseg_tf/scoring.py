@@ -67,11 +67,15 @@ def hausdorff95(predicted: np.ndarray, target: np.ndarray, class_index: int, vox
     sizes = np.asarray(voxel_size, dtype=np.float64)
     if sizes.shape != (predicted.ndim,) or not (np.isfinite(sizes).all() and (sizes > 0).all()):
         raise ValueError(f"Expected {predicted.ndim} positive voxel sizes (mm). Received: voxel_size={voxel_size}")
-    surfaces = [class_surface(labels == class_index) for labels in (predicted, target)]
-    present = [bool(surface.any()) for surface in surfaces]
-    if not any(present):
+    masks = [np.asarray(labels) == class_index for labels in (predicted, target)]
+    either = masks[0] | masks[1]
+    if not either.any():
         return 0.0
-    if not all(present):
+    # Surfaces and distances inside the union's box grown by one voxel are those of the whole array: every voxel
+    # beyond it is outside both masks. Eroding only the box keeps a small structure cheap in a large volume.
+    grown = tuple(slice(max(part.start - 1, 0), min(part.stop + 1, size)) for part, size in zip(_bounding_box(either), either.shape))
+    surfaces = [class_surface(mask[grown]) for mask in masks]
+    if not all(surface.any() for surface in surfaces):
         return float("inf")
     box = _bounding_box(surfaces[0] | surfaces[1])
     first, second = (surface[box] for surface in surfaces)
